@@ -1,0 +1,60 @@
+//! # arc — Adapter Re-Composing
+//!
+//! Dong, Yan, Lin, Wang, *Efficient Adaptation of Large Vision Transformer via Adapter
+//! Re-Composing*, NeurIPS 2023. A purely linear bottleneck adapter whose down-projection `U`
+//! is shared by all layers (per insertion site, per Swin stage), whose up-projection is `Uᵀ`,
+//! and whose layers own only a re-scaling vector `λ_l` and a bias `b_l`:
+//!
+//! `A_l(X) = X + Drop(X · (U ⊙_col λ_l)) · Uᵀ + b_l`
+//!
+//! - [`ArcConfig`] / [`ArcTuner`]: the method, driving petl-core's insertion points
+//!   (`attn_input` for the attention adapter; `mlp_input` (ViT) or `mlp_residual` (official
+//!   Swin) for the MLP adapter).
+//! - [`build`]: backbone + ARC + head with the trainable set of the paper.
+//! - [`merge`]: folds the adapters into the frozen q/k/v (and fc1) weights, giving a plain
+//!   backbone with zero extra parameters and FLOPs.
+//! - [`official`]: loads state dicts saved by the official PyTorch code (its key names).
+#![warn(missing_docs)]
+
+mod adapter;
+pub mod merge;
+pub mod official;
+
+pub use adapter::{ArcConfig, ArcTuner, ArcVariant, LambdaInit, LayerAdapter, MlpAdapterSite};
+pub use merge::merge;
+
+use burn::prelude::*;
+use petl_core::model::{BackboneConfig, Classifier, HeadInit};
+
+/// Errors of the arc crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ArcError {
+    /// The configuration cannot be merged exactly.
+    #[error("cannot merge: {0}")]
+    NotMergeable(String),
+    /// An error from petl-core (I/O, weights, configuration).
+    #[error(transparent)]
+    Core(#[from] petl_core::Error),
+}
+
+/// An ARC classifier.
+pub type ArcClassifier = Classifier<ArcTuner>;
+
+/// Head initialisation used by the official code for a backbone family: zeros for ViT (the
+/// checkpoint loader zeroes it), timm's truncated normal for Swin.
+pub fn head_init(backbone: &BackboneConfig) -> HeadInit {
+    match backbone {
+        BackboneConfig::Vit(_) => HeadInit::Zeros,
+        BackboneConfig::Swin(_) => HeadInit::TruncNormal,
+    }
+}
+
+/// Backbone (frozen) + ARC + head (trainable), freshly initialised on `device`.
+pub fn build(backbone: &BackboneConfig, arc: &ArcConfig, classes: usize, device: &Device) -> ArcClassifier {
+    let layout = backbone.layout();
+    Classifier {
+        backbone: backbone.init(device).no_grad(),
+        tuner: arc.init(&layout, device),
+        head: petl_core::model::init_head(layout.feature_dim, classes, head_init(backbone), device),
+    }
+}

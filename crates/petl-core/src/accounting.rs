@@ -1,0 +1,57 @@
+//! Accounting: parameter counts by role, adapter bytes, peak memory, throughput.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Parameter counts of a method on a backbone, in the papers' terms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamCounts {
+    /// Parameters the method adds to the backbone (0 for linear probing and full fine-tuning).
+    pub adapter_params: usize,
+    /// Classification head `(F + 1)·K`.
+    pub head_params: usize,
+    /// Parameters that receive gradients.
+    pub trainable_params: usize,
+    /// Parameters that do not.
+    pub frozen_params: usize,
+}
+
+impl ParamCounts {
+    /// Bytes of what an adapter-only checkpoint stores (trainable tensors, f32).
+    pub fn adapter_bytes(&self) -> usize {
+        self.trainable_params * 4
+    }
+}
+
+/// `(trainable, frozen)` parameter counts of an allocated module, read off the tensors:
+/// a parameter is trainable when its tensor requires a gradient.
+pub fn measure_trainable<M: Module>(module: &M) -> (usize, usize) {
+    struct Counter(usize, usize);
+    impl ModuleVisitor for Counter {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let n = param.lazy_shape().num_elements();
+            if param.val().is_require_grad() {
+                self.0 += n;
+            } else {
+                self.1 += n;
+            }
+        }
+    }
+    let mut c = Counter(0, 0);
+    module.visit(&mut c);
+    (c.0, c.1)
+}
+
+/// Peak resident set size of this process in bytes (`VmHWM`), where the OS reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Human-readable millions with two decimals, as the papers print "Params (M)".
+pub fn millions(n: usize) -> String {
+    format!("{:.2}", n as f64 / 1e6)
+}

@@ -1,0 +1,59 @@
+//! Data: raw files → [`ImageDataset`] (typed samples) → [`batch`] (tensors on a device).
+//!
+//! - [`vtab`]: VTAB-1k folders (`<root>/<task>/{train800,val200,train800val200,test}.txt`).
+//! - [`fgvc`]: FGVC json splits (CUB, NABirds, Oxford Flowers, Stanford Dogs, Stanford Cars).
+//! - [`preprocess`]: decoding and the papers' resize / crop / flip / normalisation.
+//! - [`shapes`]: the procedural, seedable shapes world of the embedded default.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
+pub mod fgvc;
+pub mod preprocess;
+pub mod shapes;
+pub mod vtab;
+
+/// One preprocessed image and its label.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageSample {
+    /// Normalised pixels, `[3, H, W]` row-major (CHW).
+    pub image: Vec<f32>,
+    /// Class index in `0..num_classes`.
+    pub label: usize,
+}
+
+/// A labelled image dataset, random-access.
+pub trait ImageDataset: Send + Sync {
+    /// Human-readable name (task name).
+    fn name(&self) -> &str;
+    /// Number of samples.
+    fn len(&self) -> usize;
+    /// Whether the dataset is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Number of classes `K`.
+    fn num_classes(&self) -> usize;
+    /// Side of the square images produced.
+    fn image_size(&self) -> usize;
+    /// Sample `index`. `augment` carries a per-sample seed when training-time augmentation
+    /// (random crop, flip) should be applied; `None` gives the deterministic evaluation view.
+    fn get(&self, index: usize, augment: Option<u64>) -> crate::Result<ImageSample>;
+}
+
+/// Stacks samples into `images [B, 3, S, S]` and `labels [B]` on `device`.
+///
+/// # Panics
+/// If `samples` is empty or the images differ in size from `size`.
+pub fn batch(samples: &[ImageSample], size: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+    assert!(!samples.is_empty(), "empty batch");
+    let mut pixels = Vec::with_capacity(samples.len() * 3 * size * size);
+    for s in samples {
+        assert_eq!(s.image.len(), 3 * size * size, "image size");
+        pixels.extend_from_slice(&s.image);
+    }
+    let labels: Vec<i64> = samples.iter().map(|s| s.label as i64).collect();
+    let images = Tensor::from_data(TensorData::new(pixels, [samples.len(), 3, size, size]), device);
+    let labels = Tensor::from_data(TensorData::new(labels, [samples.len()]), device);
+    (images, labels)
+}

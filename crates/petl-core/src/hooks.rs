@@ -1,0 +1,100 @@
+//! Insertion points of the transformer blocks (see the crate docs for the table).
+
+use burn::tensor::Tensor;
+
+/// Which frozen linear layer of a block a [`BlockHooks::linear`] call comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LinearSite {
+    /// Query projection (ViT: its own linear; Swin: the q third of the fused qkv).
+    Query,
+    /// Key projection.
+    Key,
+    /// Value projection.
+    Value,
+    /// Attention output projection.
+    AttnOut,
+    /// First FFN linear.
+    Fc1,
+    /// Second FFN linear.
+    Fc2,
+}
+
+/// Position of a block in a backbone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockId {
+    /// Stage (always 0 for ViT; 0..4 for Swin).
+    pub stage: usize,
+    /// Global block index over all stages (0..total blocks).
+    pub index: usize,
+}
+
+/// Static description of one block: enough to build and count a tuner without the backbone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// Where the block sits.
+    pub id: BlockId,
+    /// Token width `D` of the block.
+    pub dim: usize,
+    /// Hidden width of its FFN.
+    pub mlp_dim: usize,
+}
+
+/// The layout of a backbone: its blocks in forward order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// One entry per block.
+    pub blocks: Vec<BlockInfo>,
+    /// Width of the pooled feature the head reads.
+    pub feature_dim: usize,
+}
+
+impl Layout {
+    /// Number of stages (distinct `stage` values).
+    pub fn num_stages(&self) -> usize {
+        self.blocks.iter().map(|b| b.id.stage + 1).max().unwrap_or(0)
+    }
+
+    /// Width of stage `s`.
+    ///
+    /// # Panics
+    /// If the stage has no block.
+    pub fn stage_dim(&self, s: usize) -> usize {
+        self.blocks.iter().find(|b| b.id.stage == s).expect("stage exists").dim
+    }
+}
+
+/// Hooks a transformer block calls at its insertion points. Every method defaults to the
+/// identity. All tensors are `[batch, tokens, dim]` (Swin: tokens of the stage, `dim` = stage
+/// width); the returned tensor must keep the shape.
+pub trait BlockHooks {
+    /// Branch input of the attention sub-layer, after LN1.
+    fn attn_input(&self, _at: BlockId, x: Tensor<3>) -> Tensor<3> {
+        x
+    }
+    /// Output of the attention branch, before the residual add.
+    fn attn_output(&self, _at: BlockId, x: Tensor<3>) -> Tensor<3> {
+        x
+    }
+    /// Residual stream between the two sub-layers, before LN2.
+    fn mlp_residual(&self, _at: BlockId, x: Tensor<3>) -> Tensor<3> {
+        x
+    }
+    /// Branch input of the FFN sub-layer, after LN2.
+    fn mlp_input(&self, _at: BlockId, x: Tensor<3>) -> Tensor<3> {
+        x
+    }
+    /// Output of the FFN branch, before the residual add.
+    fn mlp_output(&self, _at: BlockId, x: Tensor<3>) -> Tensor<3> {
+        x
+    }
+    /// After a frozen linear `y = x W + c` of the block; `x` is its input.
+    fn linear(&self, _at: BlockId, _site: LinearSite, _x: &Tensor<3>, y: Tensor<3>) -> Tensor<3> {
+        y
+    }
+}
+
+/// The identity: the plain frozen backbone (a module without parameters).
+#[derive(burn::module::Module, Debug, Default)]
+pub struct NoHooks;
+
+impl BlockHooks for NoHooks {}

@@ -1,0 +1,151 @@
+//! Backbone + tuner + head: the classifier every method trains.
+
+use burn::module::Param;
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use burn::module::ModuleDisplay;
+
+use crate::hooks::{BlockHooks, Layout, NoHooks};
+use crate::swin::{Swin, SwinConfig};
+use crate::vit::{Vit, VitConfig};
+
+/// Configuration of an image backbone, tagged by family (`{"vit": {...}}` in JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackboneConfig {
+    /// A plain ViT.
+    Vit(VitConfig),
+    /// A Swin transformer.
+    Swin(SwinConfig),
+}
+
+impl BackboneConfig {
+    /// A named preset: `vit-b16`, `vit-l16`, `vit-h14`, `swin-b`, `vit-tiny-test`, `swin-tiny-test`.
+    pub fn preset(name: &str) -> crate::Result<Self> {
+        Ok(match name {
+            "vit-b16" | "vit-b/16" | "ViT-B/16" => Self::Vit(VitConfig::vit_b16()),
+            "vit-l16" | "vit-l/16" | "ViT-L/16" => Self::Vit(VitConfig::vit_l16()),
+            "vit-h14" | "vit-h/14" | "ViT-H/14" => Self::Vit(VitConfig::vit_h14()),
+            "vit-tiny-test" => Self::Vit(VitConfig::tiny_test()),
+            "swin-b" | "Swin-B" => Self::Swin(SwinConfig::swin_b()),
+            "swin-tiny-test" => Self::Swin(SwinConfig::tiny_test()),
+            other => {
+                return Err(crate::Error::Config(format!(
+                    "unknown backbone preset `{other}` (known: {})",
+                    Self::PRESETS.join(", ")
+                )));
+            }
+        })
+    }
+
+    /// Names accepted by [`BackboneConfig::preset`].
+    pub const PRESETS: [&'static str; 6] =
+        ["vit-b16", "vit-l16", "vit-h14", "swin-b", "vit-tiny-test", "swin-tiny-test"];
+
+    /// Block layout.
+    pub fn layout(&self) -> Layout {
+        match self {
+            Self::Vit(c) => c.layout(),
+            Self::Swin(c) => c.layout(),
+        }
+    }
+
+    /// Backbone parameters (no head), without allocating.
+    pub fn num_params(&self) -> usize {
+        match self {
+            Self::Vit(c) => c.num_params(),
+            Self::Swin(c) => c.num_params(),
+        }
+    }
+
+    /// Input image size.
+    pub fn image_size(&self) -> usize {
+        match self {
+            Self::Vit(c) => c.image_size,
+            Self::Swin(c) => c.image_size,
+        }
+    }
+
+    /// Allocates the backbone.
+    pub fn init(&self, device: &Device) -> Backbone {
+        match self {
+            Self::Vit(c) => Backbone::Vit(c.init(device)),
+            Self::Swin(c) => Backbone::Swin(c.init(device)),
+        }
+    }
+}
+
+/// A frozen-or-not image backbone.
+#[derive(Module, Debug)]
+pub enum Backbone {
+    /// ViT.
+    Vit(Vit),
+    /// Swin.
+    Swin(Swin),
+}
+
+impl Backbone {
+    /// Pooled features: images `[B, 3, H, W]` -> `[B, F]` (ViT: class token; Swin: token mean).
+    pub fn forward_pooled(&self, images: Tensor<4>, hooks: &dyn BlockHooks) -> Tensor<2> {
+        match self {
+            Self::Vit(m) => m.forward_pooled(images, hooks),
+            Self::Swin(m) => m.forward_pooled(images, hooks),
+        }
+    }
+}
+
+/// How the classification head starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadInit {
+    /// All zeros (the official ViT loader; initial loss = ln K).
+    Zeros,
+    /// timm's head init for Swin: `trunc_normal_(std=0.02)`, bias 0. timm truncates at the
+    /// absolute bounds ±2 (100 σ), so a plain normal draw is the same distribution.
+    TruncNormal,
+}
+
+/// Creates a classification head `[F, K]`.
+pub fn init_head(features: usize, classes: usize, init: HeadInit, device: &Device) -> Linear {
+    let initializer = match init {
+        HeadInit::Zeros => Initializer::Zeros,
+        HeadInit::TruncNormal => Initializer::Normal { mean: 0.0, std: 0.02 },
+    };
+    let mut head = LinearConfig::new(features, classes).with_initializer(initializer).init(device);
+    head.bias = Some(Param::from_tensor(Tensor::zeros([classes], device)));
+    head
+}
+
+/// A method's parameters as a module that drives the backbone's insertion points.
+pub trait Tuner: Module + ModuleDisplay + BlockHooks {}
+
+impl<T: Module + ModuleDisplay + BlockHooks> Tuner for T {}
+
+/// Backbone, tuner (the method's parameters, driving the insertion points) and head.
+#[derive(Module, Debug)]
+pub struct Classifier<T: Tuner> {
+    /// The (usually frozen) backbone.
+    pub backbone: Backbone,
+    /// The method.
+    pub tuner: T,
+    /// Linear head on the pooled feature.
+    pub head: Linear,
+}
+
+impl<T: Tuner> Classifier<T> {
+    /// Logits: images `[B, 3, H, W]` -> `[B, K]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.head.forward(self.backbone.forward_pooled(images, &self.tuner))
+    }
+
+    /// Freezes the backbone, leaves tuner and head trainable.
+    pub fn freeze_backbone(mut self) -> Self {
+        self.backbone = self.backbone.no_grad();
+        self
+    }
+}
+
+/// A classifier without a method: linear probing (frozen backbone) or full fine-tuning.
+pub type PlainClassifier = Classifier<NoHooks>;

@@ -1,0 +1,550 @@
+//! Swin transformer, numerically the timm-0.6.13 / Microsoft `swin_base_patch4_window7_224`
+//! (ARC spec, section 3.4): patch-embed conv + LayerNorm, no absolute position embedding,
+//! stages of (shifted-)window attention blocks with a relative position bias, PatchMerging
+//! between stages, final LayerNorm and mean pooling over tokens.
+//!
+//! Details that matter for parity:
+//! - Window side `w` and shift `s = w / 2` (odd blocks of a stage) are clamped per stage: when
+//!   the stage resolution `r ≤ w`, the window is `r` and there is no shift (and no mask).
+//! - Relative position bias table `[(2w−1)², heads]` indexed by `(Δh + w−1)(2w−1) + (Δw + w−1)`
+//!   (Δ = query − key coordinate inside the window); the index is computed on the host and is a
+//!   constant of the module, not a parameter.
+//! - Shifted blocks roll the token grid by `−s` before window partition and by `+s` after
+//!   window reverse; tokens of different regions of a shifted window get a −100 additive mask.
+//! - PatchMerging concatenates `[x(0::2,0::2), x(1::2,0::2), x(0::2,1::2), x(1::2,1::2)]` on
+//!   channels, then LN(4C) and Linear(4C → 2C, no bias).
+//!
+//! Implementation choice: the fused qkv and the output projection are per-token maps, so they
+//! commute with the cyclic shift and the window partition. They are applied on the stage's
+//! token sequence `[B, H·W, C]` (row-major grid order), and only q, k, v are rolled and
+//! partitioned. Every [`BlockHooks`] call therefore sees `[B, tokens of the stage, C]`, as
+//! for ViT; the result is the same as timm's, which projects inside the windows.
+
+use burn::module::{Flag, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::{Distribution, TensorData};
+use burn::tensor::activation::gelu;
+
+use crate::hooks::{BlockHooks, BlockId, BlockInfo, Layout, LinearSite};
+use crate::vit::multi_head_attention;
+
+/// Additive attention mask between tokens of different regions of a shifted window.
+pub const SHIFTED_WINDOW_MASK: f32 = -100.0;
+
+/// Configuration of a Swin backbone (no head).
+#[derive(Config, Debug, PartialEq)]
+pub struct SwinConfig {
+    /// Square input size.
+    pub image_size: usize,
+    /// Patch size.
+    pub patch_size: usize,
+    /// Width of stage 0 (doubles per stage).
+    pub embed_dim: usize,
+    /// Blocks per stage.
+    pub depths: Vec<usize>,
+    /// Heads per stage.
+    pub num_heads: Vec<usize>,
+    /// Window side.
+    pub window_size: usize,
+    /// FFN width ratio.
+    #[config(default = 4)]
+    pub mlp_ratio: usize,
+    /// Stochastic depth rate of the last block (linear from 0).
+    #[config(default = 0.1)]
+    pub drop_path_rate: f64,
+    /// Input channels.
+    #[config(default = 3)]
+    pub in_channels: usize,
+    /// LayerNorm epsilon.
+    #[config(default = 1e-5)]
+    pub layer_norm_eps: f64,
+}
+
+impl SwinConfig {
+    /// Swin-B, window 7, 224 px.
+    pub fn swin_b() -> Self {
+        Self::new(224, 4, 128, vec![2, 2, 18, 2], vec![4, 8, 16, 32], 7)
+    }
+    /// The tiny parity model of the ARC spec (T9): 32 px, patch 4, embed 16, depths (2, 2),
+    /// heads (2, 4), window 4.
+    pub fn tiny_test() -> Self {
+        Self::new(32, 4, 16, vec![2, 2], vec![2, 4], 4).with_drop_path_rate(0.0)
+    }
+    /// Width of stage `s`.
+    pub fn stage_dim(&self, s: usize) -> usize {
+        self.embed_dim << s
+    }
+    /// Block layout.
+    pub fn layout(&self) -> Layout {
+        let mut blocks = vec![];
+        for (s, &depth) in self.depths.iter().enumerate() {
+            for _ in 0..depth {
+                let dim = self.stage_dim(s);
+                blocks.push(BlockInfo { id: BlockId { stage: s, index: blocks.len() }, dim, mlp_dim: dim * self.mlp_ratio });
+            }
+        }
+        Layout { blocks, feature_dim: self.stage_dim(self.depths.len() - 1) }
+    }
+
+    /// Patches per side after the patch embedding (stage 0 resolution).
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    /// Token grid side of stage `s`: `grid / 2^s`.
+    pub fn stage_resolution(&self, s: usize) -> usize {
+        self.grid() >> s
+    }
+
+    /// Effective `(window side, shift of the odd blocks)` of stage `s`: `(w, w / 2)`, or
+    /// `(r, 0)` when the stage resolution `r ≤ w`.
+    pub fn stage_window(&self, s: usize) -> (usize, usize) {
+        let r = self.stage_resolution(s);
+        if r <= self.window_size { (r, 0) } else { (self.window_size, self.window_size / 2) }
+    }
+
+    /// Stochastic depth rate of every block in forward order: linspace(0, rate, total blocks).
+    pub fn drop_path_rates(&self) -> Vec<f64> {
+        let total: usize = self.depths.iter().sum();
+        (0..total)
+            .map(|i| if total > 1 { self.drop_path_rate * i as f64 / (total - 1) as f64 } else { 0.0 })
+            .collect()
+    }
+
+    /// Checks the shape constraints: patch divides the image, one head count per stage, heads
+    /// divide the width, even resolutions before every PatchMerging, windows tile each stage.
+    pub fn validate(&self) -> crate::Result<()> {
+        let err = |msg: String| Err(crate::Error::Config(msg));
+        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+            return err(format!("image_size {} is not a multiple of patch_size {}", self.image_size, self.patch_size));
+        }
+        if self.depths.is_empty() || self.depths.len() != self.num_heads.len() {
+            return err(format!(
+                "Swin needs one head count per stage: depths {:?}, num_heads {:?}",
+                self.depths, self.num_heads
+            ));
+        }
+        if self.window_size == 0 || self.mlp_ratio == 0 {
+            return err("window_size and mlp_ratio must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.drop_path_rate) {
+            return err(format!("drop_path_rate {} is not in [0, 1)", self.drop_path_rate));
+        }
+        for s in 0..self.depths.len() {
+            let (dim, heads, r) = (self.stage_dim(s), self.num_heads[s], self.stage_resolution(s));
+            if heads == 0 || dim % heads != 0 {
+                return err(format!("stage {s}: width {dim} is not divisible by {heads} heads"));
+            }
+            if r == 0 || r % self.stage_window(s).0 != 0 {
+                return err(format!(
+                    "stage {s}: resolution {r} is not a multiple of the window {} (padding is not supported)",
+                    self.window_size
+                ));
+            }
+            if s + 1 < self.depths.len() && r % 2 != 0 {
+                return err(format!("stage {s}: odd resolution {r} cannot be patch-merged"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Parameter count of the backbone (no head), computed without allocating. Relative
+    /// position bias tables are parameters; their index and the attention masks are not.
+    pub fn num_params(&self) -> usize {
+        let (c0, p) = (self.embed_dim, self.patch_size);
+        let embed = c0 * self.in_channels * p * p + c0 + 2 * c0;
+        let stages: usize = (0..self.depths.len())
+            .map(|s| {
+                let c = self.stage_dim(s);
+                let m = c * self.mlp_ratio;
+                let w = self.stage_window(s).0;
+                let table = (2 * w - 1) * (2 * w - 1) * self.num_heads[s];
+                let block = 4 * c + (3 * c * c + 3 * c) + table + (c * c + c) + (c * m + m) + (m * c + c);
+                let merge = if s + 1 < self.depths.len() { 2 * 4 * c + 4 * c * 2 * c } else { 0 };
+                self.depths[s] * block + merge
+            })
+            .sum();
+        let last = self.stage_dim(self.depths.len() - 1);
+        embed + stages + 2 * last
+    }
+
+    /// Allocates the backbone with timm-style random initialisation (Linear weights and bias
+    /// tables N(0, 0.02), biases 0, LayerNorm 1/0).
+    ///
+    /// # Panics
+    /// If [`SwinConfig::validate`] fails.
+    pub fn init(&self, device: &Device) -> Swin {
+        self.validate().expect("valid Swin config");
+        let ln = |d: usize| LayerNormConfig::new(d).with_epsilon(self.layer_norm_eps).init(device);
+        let lin = |i: usize, o: usize, bias: bool| {
+            LinearConfig::new(i, o)
+                .with_bias(bias)
+                .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
+                .init(device)
+        };
+        let rates = self.drop_path_rates();
+        let mut stages = Vec::with_capacity(self.depths.len());
+        for (s, &depth) in self.depths.iter().enumerate() {
+            let (c, heads, r) = (self.stage_dim(s), self.num_heads[s], self.stage_resolution(s));
+            let m = c * self.mlp_ratio;
+            let (w, shift) = self.stage_window(s);
+            let index = relative_position_index(w);
+            let index = Tensor::<1, Int>::from_data(TensorData::new(index, [w * w * w * w]), device);
+            let mask = (shift > 0).then(|| {
+                let n = w * w;
+                let nw = (r / w) * (r / w);
+                Tensor::<3>::from_data(TensorData::new(shifted_window_mask(r, w, shift), [nw, n, n]), device)
+            });
+            let first = stages.iter().map(|st: &SwinStage| st.blocks.len()).sum::<usize>();
+            let blocks = (0..depth)
+                .map(|b| {
+                    let shifted = b % 2 == 1 && shift > 0;
+                    SwinBlock {
+                        norm1: ln(c),
+                        qkv: lin(c, 3 * c, true),
+                        relative_position_bias_table: Param::from_tensor(Tensor::random(
+                            [(2 * w - 1) * (2 * w - 1), heads],
+                            Distribution::Normal(0.0, 0.02),
+                            device,
+                        )),
+                        proj: lin(c, c, true),
+                        norm2: ln(c),
+                        fc1: lin(c, m, true),
+                        fc2: lin(m, c, true),
+                        drop_path: DropPath::new(rates[first + b]),
+                        num_heads: heads,
+                        resolution: r,
+                        window_size: w,
+                        shift_size: if shifted { shift } else { 0 },
+                        relative_position_index: index.clone(),
+                        attn_mask: if shifted { mask.clone() } else { None },
+                    }
+                })
+                .collect();
+            let downsample = (s + 1 < self.depths.len())
+                .then(|| PatchMerging { norm: ln(4 * c), reduction: lin(4 * c, 2 * c, false), resolution: r });
+            stages.push(SwinStage { blocks, downsample });
+        }
+        Swin {
+            patch_embed: Conv2dConfig::new([self.in_channels, self.embed_dim], [self.patch_size; 2])
+                .with_stride([self.patch_size; 2])
+                .init(device),
+            patch_norm: ln(self.embed_dim),
+            stages,
+            norm: ln(self.stage_dim(self.depths.len() - 1)),
+            image_size: self.image_size,
+        }
+    }
+}
+
+/// Relative position index of a `w × w` window, row-major over (query token, key token):
+/// `(Δh + w−1)(2w−1) + (Δw + w−1)` with Δ = query − key coordinate. Length `w⁴`, values in
+/// `0..(2w−1)²`.
+pub fn relative_position_index(w: usize) -> Vec<i64> {
+    let n = w * w;
+    let mut index = Vec::with_capacity(n * n);
+    for i in 0..n {
+        for j in 0..n {
+            let dh = i / w + w - 1 - j / w;
+            let dw = i % w + w - 1 - j % w;
+            index.push((dh * (2 * w - 1) + dw) as i64);
+        }
+    }
+    index
+}
+
+/// Additive mask of the shifted windows of an `r × r` grid (window `w`, shift `s > 0`), in the
+/// rolled frame, windows row-major: 0 between tokens of the same region, [`SHIFTED_WINDOW_MASK`]
+/// otherwise. Regions per axis are `[0, r−w)`, `[r−w, r−s)`, `[r−s, r)`, as in timm.
+///
+/// # Shapes
+/// - output: `[(r/w)², w², w²]`, flattened row-major.
+pub fn shifted_window_mask(r: usize, w: usize, s: usize) -> Vec<f32> {
+    let region = |p: usize| {
+        if p < r - w {
+            0
+        } else if p < r - s {
+            1
+        } else {
+            2
+        }
+    };
+    let (side, n) = (r / w, w * w);
+    let mut mask = Vec::with_capacity(side * side * n * n);
+    for wh in 0..side {
+        for ww in 0..side {
+            let label = |t: usize| region(wh * w + t / w) * 3 + region(ww * w + t % w);
+            for i in 0..n {
+                for j in 0..n {
+                    mask.push(if label(i) == label(j) { 0.0 } else { SHIFTED_WINDOW_MASK });
+                }
+            }
+        }
+    }
+    mask
+}
+
+/// Stochastic depth: drops the whole residual branch of a sample with probability `prob` and
+/// scales the kept ones by `1 / (1 − prob)`. Active only while [`DropPath::training`] is set
+/// and the input lives on an autodiff device (like `burn::nn::Dropout`); otherwise the identity.
+#[derive(Module, Debug)]
+pub struct DropPath {
+    /// Probability of dropping a sample's branch.
+    pub prob: f64,
+    /// Whether to behave as during training. Cleared by [`Module::freeze`] traversals.
+    pub training: Param<Flag>,
+}
+
+impl DropPath {
+    /// A drop-path layer with rate `prob`, in training mode.
+    ///
+    /// # Panics
+    /// If `prob` is not in `[0, 1)`.
+    pub fn new(prob: f64) -> Self {
+        assert!(prob.is_finite() && (0.0..1.0).contains(&prob), "drop-path rate {prob} is not in [0, 1)");
+        Self { prob, training: Param::from_bool(true) }
+    }
+
+    /// Applies one Bernoulli(1 − prob) draw per sample.
+    ///
+    /// # Shapes
+    /// - x: `[B, N, C]` -> `[B, N, C]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        if !self.training.is_enabled() || !x.device().is_autodiff() || self.prob == 0.0 {
+            return x;
+        }
+        let keep = 1.0 - self.prob;
+        let [b, _, _] = x.dims();
+        let mask = Tensor::<3>::random([b, 1, 1], Distribution::Bernoulli(keep), &x.device());
+        x * mask * (1.0 / keep)
+    }
+}
+
+/// One Swin block: (shifted-)window attention with relative position bias, then the FFN, both
+/// pre-LN with stochastic depth on the residual branches.
+#[derive(Module, Debug)]
+pub struct SwinBlock {
+    /// LN before attention.
+    pub norm1: LayerNorm,
+    /// Fused q, k, v projection `[C, 3C]` (output channels q | k | v, heads contiguous).
+    pub qkv: Linear,
+    /// Relative position bias table `[(2w−1)², heads]`.
+    pub relative_position_bias_table: Param<Tensor<2>>,
+    /// Attention output projection `[C, C]`.
+    pub proj: Linear,
+    /// LN before the FFN.
+    pub norm2: LayerNorm,
+    /// FFN up-projection `[C, M]`.
+    pub fc1: Linear,
+    /// FFN down-projection `[M, C]`.
+    pub fc2: Linear,
+    /// Stochastic depth of both residual branches.
+    pub drop_path: DropPath,
+    /// Number of heads.
+    pub num_heads: usize,
+    /// Side `r` of the stage's token grid.
+    pub resolution: usize,
+    /// Window side `w` (already clamped to `r`).
+    pub window_size: usize,
+    /// Cyclic shift `s` (0: regular windows).
+    pub shift_size: usize,
+    /// Constant (not a parameter): index into the bias table, `[w⁴]`.
+    pub relative_position_index: Tensor<1, Int>,
+    /// Constant (not a parameter): shifted-window mask `[nW, w², w²]`, present iff `s > 0`.
+    pub attn_mask: Option<Tensor<3>>,
+}
+
+impl SwinBlock {
+    /// x: `[B, r·r, C]` (row-major grid) -> `[B, r·r, C]`.
+    pub fn forward(&self, x: Tensor<3>, hooks: &dyn BlockHooks, at: BlockId) -> Tensor<3> {
+        let lin = |layer: &Linear, site, input: Tensor<3>| {
+            let y = layer.forward(input.clone());
+            hooks.linear(at, site, &input, y)
+        };
+        let c = x.dims()[2];
+        let y = hooks.attn_input(at, self.norm1.forward(x.clone()));
+        let qkv = self.qkv.forward(y.clone());
+        let q = hooks.linear(at, LinearSite::Query, &y, qkv.clone().narrow(2, 0, c));
+        let k = hooks.linear(at, LinearSite::Key, &y, qkv.clone().narrow(2, c, c));
+        let v = hooks.linear(at, LinearSite::Value, &y, qkv.narrow(2, 2 * c, c));
+        let ctx = self.window_attention(q, k, v);
+        let h = hooks.attn_output(at, lin(&self.proj, LinearSite::AttnOut, ctx));
+        let x = x + self.drop_path.forward(h);
+        let x = hooks.mlp_residual(at, x);
+        let z = hooks.mlp_input(at, self.norm2.forward(x.clone()));
+        let h = gelu(lin(&self.fc1, LinearSite::Fc1, z));
+        let h = hooks.mlp_output(at, lin(&self.fc2, LinearSite::Fc2, h));
+        x + self.drop_path.forward(h)
+    }
+
+    /// Multi-head attention inside the (shifted) windows, on projected q, k, v; the result is
+    /// back in grid order, before the output projection.
+    ///
+    /// # Shapes
+    /// - q, k, v: `[B, r·r, C]` -> `[B, r·r, C]`.
+    pub fn window_attention(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
+        let [b, l, c] = q.dims();
+        let (r, w, s) = (self.resolution, self.window_size, self.shift_size as i64);
+        let to_windows = |t: Tensor<3>| {
+            let t = t.reshape([b, r, r, c]);
+            let t = if s > 0 { t.roll(&[-s, -s], &[1, 2]) } else { t };
+            window_partition(t, w)
+        };
+        let bias = self.attention_bias(b);
+        let ctx = multi_head_attention(to_windows(q), to_windows(k), to_windows(v), self.num_heads, Some(bias), None);
+        let ctx = window_reverse(ctx, b, r, w);
+        let ctx = if s > 0 { ctx.roll(&[s, s], &[1, 2]) } else { ctx };
+        ctx.reshape([b, l, c])
+    }
+
+    /// Relative position bias plus the shifted-window mask, repeated over the batch.
+    ///
+    /// # Shapes
+    /// - output: `[B·nW, heads, w², w²]` (window-major within each sample, as the partition).
+    fn attention_bias(&self, batch: usize) -> Tensor<4> {
+        let (w, h) = (self.window_size, self.num_heads);
+        let (n, nw) = (w * w, (self.resolution / w) * (self.resolution / w));
+        let rel = self
+            .relative_position_bias_table
+            .val()
+            .select(0, self.relative_position_index.clone())
+            .reshape([n, n, h])
+            .permute([2, 0, 1])
+            .unsqueeze_dim::<4>(0);
+        let bias = match &self.attn_mask {
+            Some(mask) => rel + mask.clone().unsqueeze_dim::<4>(1),
+            None => rel.expand([nw, h, n, n]),
+        };
+        bias.unsqueeze_dim::<5>(0).expand([batch, nw, h, n, n]).reshape([batch * nw, h, n, n])
+    }
+}
+
+/// Splits a grid into non-overlapping `w × w` windows, batch-major then windows row-major.
+///
+/// # Shapes
+/// - x: `[B, r, r, C]` -> `[B·(r/w)², w², C]`.
+fn window_partition(x: Tensor<4>, w: usize) -> Tensor<3> {
+    let [b, r, _, c] = x.dims();
+    x.reshape([b, r / w, w, r / w, w, c]).permute([0, 1, 3, 2, 4, 5]).reshape([b * (r / w) * (r / w), w * w, c])
+}
+
+/// Inverse of [`window_partition`].
+///
+/// # Shapes
+/// - x: `[B·(r/w)², w², C]` -> `[B, r, r, C]`.
+fn window_reverse(x: Tensor<3>, b: usize, r: usize, w: usize) -> Tensor<4> {
+    let c = x.dims()[2];
+    x.reshape([b, r / w, r / w, w, w, c]).permute([0, 1, 3, 2, 4, 5]).reshape([b, r, r, c])
+}
+
+/// PatchMerging: 2 × 2 neighbourhoods concatenated on channels, LN(4C), Linear(4C → 2C).
+#[derive(Module, Debug)]
+pub struct PatchMerging {
+    /// LN over the `4C` concatenated channels.
+    pub norm: LayerNorm,
+    /// Reduction `[4C, 2C]`, no bias.
+    pub reduction: Linear,
+    /// Side `r` of the input grid (even).
+    pub resolution: usize,
+}
+
+impl PatchMerging {
+    /// Channel order `[x(0::2,0::2), x(1::2,0::2), x(0::2,1::2), x(1::2,1::2)]` (row, column).
+    ///
+    /// # Shapes
+    /// - x: `[B, r·r, C]` -> `[B, (r/2)², 2C]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, l, c] = x.dims();
+        let r = self.resolution;
+        // [B, r/2, row parity, r/2, column parity, C] -> [B, r/2, r/2, column parity, row parity, C]
+        let x = x.reshape([b, r / 2, 2, r / 2, 2, c]).permute([0, 1, 3, 4, 2, 5]).reshape([b, l / 4, 4 * c]);
+        self.reduction.forward(self.norm.forward(x))
+    }
+}
+
+/// A stage: blocks of one width and resolution, then (all but the last stage) PatchMerging.
+#[derive(Module, Debug)]
+pub struct SwinStage {
+    /// The blocks; odd ones are shifted when the stage is larger than the window.
+    pub blocks: Vec<SwinBlock>,
+    /// PatchMerging after the blocks (absent in the last stage).
+    pub downsample: Option<PatchMerging>,
+}
+
+/// Swin backbone: patch embedding + LN, stages, final LN; pooled by the token mean.
+#[derive(Module, Debug)]
+pub struct Swin {
+    /// Patch embedding conv (kernel = stride = patch), weight `[C0, 3, p, p]`.
+    pub patch_embed: Conv2d,
+    /// LayerNorm after the patch embedding.
+    pub patch_norm: LayerNorm,
+    /// The stages.
+    pub stages: Vec<SwinStage>,
+    /// Final LayerNorm.
+    pub norm: LayerNorm,
+    /// Square input size the attention masks were built for.
+    pub image_size: usize,
+}
+
+impl Swin {
+    /// Patch tokens after the patch-embed LayerNorm.
+    ///
+    /// # Shapes
+    /// - images: `[B, C_in, S, S]` (S = image size) -> `[B, (S/p)², C0]`.
+    ///
+    /// # Panics
+    /// If the images are not `S × S` (windows and masks are built for one size).
+    pub fn embed(&self, images: Tensor<4>) -> Tensor<3> {
+        let [_, _, h, w] = images.dims();
+        assert!(
+            h == self.image_size && w == self.image_size,
+            "Swin was built for {0}x{0} images, got {h}x{w}",
+            self.image_size
+        );
+        let x = self.patch_embed.forward(images);
+        let [b, c, gh, gw] = x.dims();
+        self.patch_norm.forward(x.reshape([b, c, gh * gw]).swap_dims(1, 2))
+    }
+
+    /// Output of every stage's blocks (before its PatchMerging).
+    ///
+    /// # Shapes
+    /// - images: `[B, C_in, S, S]` -> stage `s`: `[B, (S/p/2^s)², C0·2^s]`.
+    pub fn forward_stages(&self, images: Tensor<4>, hooks: &dyn BlockHooks) -> Vec<Tensor<3>> {
+        let mut x = self.embed(images);
+        let mut outputs = Vec::with_capacity(self.stages.len());
+        let mut index = 0;
+        for (stage, st) in self.stages.iter().enumerate() {
+            for block in &st.blocks {
+                x = block.forward(x, hooks, BlockId { stage, index });
+                index += 1;
+            }
+            outputs.push(x.clone());
+            if let Some(merge) = &st.downsample {
+                x = merge.forward(x);
+            }
+        }
+        outputs
+    }
+
+    /// Last-stage tokens after the final LayerNorm.
+    ///
+    /// # Shapes
+    /// - images: `[B, C_in, S, S]` -> `[B, N_last, C_last]`.
+    pub fn forward_features(&self, images: Tensor<4>, hooks: &dyn BlockHooks) -> Tensor<3> {
+        let last = self.forward_stages(images, hooks).pop().expect("Swin has at least one stage");
+        self.norm.forward(last)
+    }
+
+    /// Pooled features: mean over the last-stage tokens after the final LayerNorm.
+    ///
+    /// # Shapes
+    /// - images: `[B, C_in, S, S]` -> `[B, C_last]`.
+    pub fn forward_pooled(&self, images: Tensor<4>, hooks: &dyn BlockHooks) -> Tensor<2> {
+        let x = self.forward_features(images, hooks);
+        let [b, _, c] = x.dims();
+        x.mean_dim(1).reshape([b, c])
+    }
+}

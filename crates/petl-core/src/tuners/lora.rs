@@ -1,0 +1,95 @@
+//! LoRA (Hu et al. 2021) on the query and value projections:
+//! `y = x W + c + s · (x A) B`, `A ∈ R^{D×r}` (Kaiming-uniform as in PEFT), `B ∈ R^{r×D}` (zeros),
+//! `s = α / r`. Merging folds `s·A·B` into `W` exactly.
+
+use burn::module::Param;
+use burn::nn::Initializer;
+use burn::prelude::*;
+
+use super::matmul_tokens;
+use crate::hooks::{BlockHooks, BlockId, Layout, LinearSite};
+use crate::vit::Vit;
+
+/// LoRA hyper-parameters.
+#[derive(Config, Debug, PartialEq)]
+pub struct LoraConfig {
+    /// Rank `r`.
+    #[config(default = 8)]
+    pub rank: usize,
+    /// Scale numerator `α` (`s = α / r`).
+    #[config(default = 8.0)]
+    pub alpha: f64,
+}
+
+/// The low-rank pair of one linear.
+#[derive(Module, Debug)]
+pub struct LoraPair {
+    /// Down factor `A: [D_in, r]`.
+    pub a: Param<Tensor<2>>,
+    /// Up factor `B: [r, D_out]`.
+    pub b: Param<Tensor<2>>,
+}
+
+impl LoraPair {
+    fn init(d_in: usize, d_out: usize, rank: usize, device: &Device) -> Self {
+        let a = Initializer::KaimingUniform { gain: 1.0 / 3f64.sqrt(), fan_out_only: false };
+        Self {
+            a: a.init_with([d_in, rank], Some(d_in), Some(rank), device),
+            b: Initializer::Zeros.init([rank, d_out], device),
+        }
+    }
+
+    /// `s · A · B`, the weight delta `[D_in, D_out]`.
+    pub fn delta(&self, scale: f64) -> Tensor<2> {
+        self.a.val().matmul(self.b.val()).mul_scalar(scale)
+    }
+}
+
+/// LoRA on q and v of every block.
+#[derive(Module, Debug)]
+pub struct Lora {
+    /// Query pairs, one per block.
+    pub query: Vec<LoraPair>,
+    /// Value pairs, one per block.
+    pub value: Vec<LoraPair>,
+    /// `s = α / r`.
+    pub scale: f64,
+}
+
+impl LoraConfig {
+    /// Parameters LoRA adds to a backbone of this layout.
+    pub fn num_params(&self, layout: &Layout) -> usize {
+        layout.blocks.iter().map(|b| 2 * 2 * b.dim * self.rank).sum()
+    }
+
+    /// Allocates LoRA for `layout`.
+    pub fn init(&self, layout: &Layout, device: &Device) -> Lora {
+        let pairs = || layout.blocks.iter().map(|b| LoraPair::init(b.dim, b.dim, self.rank, device)).collect();
+        Lora { query: pairs(), value: pairs(), scale: self.alpha / self.rank as f64 }
+    }
+}
+
+impl BlockHooks for Lora {
+    fn linear(&self, at: BlockId, site: LinearSite, x: &Tensor<3>, y: Tensor<3>) -> Tensor<3> {
+        let pair = match site {
+            LinearSite::Query => &self.query[at.index],
+            LinearSite::Value => &self.value[at.index],
+            _ => return y,
+        };
+        y + matmul_tokens(matmul_tokens(x.clone(), pair.a.val()), pair.b.val()).mul_scalar(self.scale)
+    }
+}
+
+impl Lora {
+    /// Folds the low-rank updates into the ViT's q and v weights: the result is a plain ViT
+    /// with the same outputs and no extra parameters.
+    pub fn merge_into(&self, mut vit: Vit) -> Vit {
+        for (i, block) in vit.blocks.iter_mut().enumerate() {
+            let dq = self.query[i].delta(self.scale);
+            let dv = self.value[i].delta(self.scale);
+            block.query.weight = block.query.weight.clone().map(|w| w + dq);
+            block.value.weight = block.value.weight.clone().map(|w| w + dv);
+        }
+        vit
+    }
+}

@@ -1,0 +1,15 @@
+//! Baseline tuners shared by several papers, written against the insertion points of
+//! [`crate::hooks`]: LoRA (inside a linear) and the bottleneck adapter (after a sub-layer).
+
+use burn::prelude::*;
+
+pub mod adapter;
+pub mod lora;
+
+pub use adapter::{BottleneckAdapter, BottleneckAdapterConfig};
+pub use lora::{Lora, LoraConfig};
+
+/// `x [B, N, D_in] · w [D_in, D_out] -> [B, N, D_out]`.
+pub fn matmul_tokens(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
+    burn::tensor::module::linear(x, w, None)
+}

@@ -1,0 +1,170 @@
+//! One pure renaming function per checkpoint family: foreign keys → our parameter paths
+//! (relative to the backbone), with the transposes and reshapes that family needs.
+//! Keys a family knows to be irrelevant (classification heads, recomputed buffers) are
+//! dropped; everything else that is not mapped stays in the output and is reported as
+//! unexpected by [`super::apply`].
+
+use super::{HostTensor, TensorMap};
+use crate::Result;
+
+fn rename(src: &mut TensorMap, dst: &mut TensorMap, from: &str, to: &str, f: impl FnOnce(HostTensor) -> HostTensor) -> Result<()> {
+    let t = src.take(from)?;
+    dst.insert(to, f(t));
+    Ok(())
+}
+
+fn keep(t: HostTensor) -> HostTensor {
+    t
+}
+
+/// Moves every key not consumed by a family into `dst` so the strict check reports it.
+fn leftovers(src: TensorMap, dst: &mut TensorMap, ignore: impl Fn(&str) -> bool) {
+    for (k, v) in src.tensors {
+        if !ignore(&k) {
+            dst.insert(format!("<unmapped>{k}"), v);
+        }
+    }
+}
+
+/// Number of blocks in a checkpoint, from the largest index after `prefix`.
+fn count_blocks(map: &TensorMap, prefix: &str) -> usize {
+    map.tensors
+        .keys()
+        .filter_map(|k| k.strip_prefix(prefix)?.split(['/', '.']).next()?.parse::<usize>().ok())
+        .map(|i| i + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Google ViT `.npz` (IN-21k release; AugReg files share the layout) → [`crate::vit::Vit`]
+/// paths. The table is the ARC spec, section 7.1; `head/*` and `pre_logits/*` are dropped.
+pub fn vit_google_npz(mut src: TensorMap) -> Result<TensorMap> {
+    let mut dst = TensorMap::new(src.source.clone());
+    let layers = count_blocks(&src, "Transformer/encoderblock_");
+    rename(&mut src, &mut dst, "embedding/kernel", "patch_embed.weight", |t| t.permute(&[3, 2, 0, 1]))?;
+    rename(&mut src, &mut dst, "embedding/bias", "patch_embed.bias", keep)?;
+    rename(&mut src, &mut dst, "cls", "cls_token", keep)?;
+    rename(&mut src, &mut dst, "Transformer/posembed_input/pos_embedding", "pos_embed", keep)?;
+    rename(&mut src, &mut dst, "Transformer/encoder_norm/scale", "norm.gamma", keep)?;
+    rename(&mut src, &mut dst, "Transformer/encoder_norm/bias", "norm.beta", keep)?;
+    for i in 0..layers {
+        let e = format!("Transformer/encoderblock_{i}");
+        let b = format!("blocks.{i}");
+        let attn = format!("{e}/MultiHeadDotProductAttention_1");
+        for (ln, ours) in [("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")] {
+            rename(&mut src, &mut dst, &format!("{e}/{ln}/scale"), &format!("{b}.{ours}.gamma"), keep)?;
+            rename(&mut src, &mut dst, &format!("{e}/{ln}/bias"), &format!("{b}.{ours}.beta"), keep)?;
+        }
+        for (theirs, ours) in [("query", "query"), ("key", "key"), ("value", "value")] {
+            rename(&mut src, &mut dst, &format!("{attn}/{theirs}/kernel"), &format!("{b}.{ours}.weight"), |t| {
+                let d = t.shape[0];
+                t.reshape(vec![d, d])
+            })?;
+            rename(&mut src, &mut dst, &format!("{attn}/{theirs}/bias"), &format!("{b}.{ours}.bias"), |t| {
+                let n = t.data.len();
+                t.reshape(vec![n])
+            })?;
+        }
+        rename(&mut src, &mut dst, &format!("{attn}/out/kernel"), &format!("{b}.proj.weight"), |t| {
+            let d = t.shape[2];
+            t.reshape(vec![d, d])
+        })?;
+        rename(&mut src, &mut dst, &format!("{attn}/out/bias"), &format!("{b}.proj.bias"), keep)?;
+        for (dense, ours) in [("Dense_0", "fc1"), ("Dense_1", "fc2")] {
+            rename(&mut src, &mut dst, &format!("{e}/MlpBlock_3/{dense}/kernel"), &format!("{b}.{ours}.weight"), keep)?;
+            rename(&mut src, &mut dst, &format!("{e}/MlpBlock_3/{dense}/bias"), &format!("{b}.{ours}.bias"), keep)?;
+        }
+    }
+    leftovers(src, &mut dst, |k| k.starts_with("head/") || k.starts_with("pre_logits/"));
+    Ok(dst)
+}
+
+/// timm `vit_*` state dict (safetensors or `.pth`) → [`crate::vit::Vit`] paths: the fused
+/// `qkv` is split into q, k, v and torch `[out, in]` weights are transposed. `head.*` is dropped.
+pub fn vit_timm(mut src: TensorMap) -> Result<TensorMap> {
+    let mut dst = TensorMap::new(src.source.clone());
+    let layers = count_blocks(&src, "blocks.");
+    rename(&mut src, &mut dst, "patch_embed.proj.weight", "patch_embed.weight", keep)?;
+    rename(&mut src, &mut dst, "patch_embed.proj.bias", "patch_embed.bias", keep)?;
+    rename(&mut src, &mut dst, "cls_token", "cls_token", keep)?;
+    rename(&mut src, &mut dst, "pos_embed", "pos_embed", keep)?;
+    rename(&mut src, &mut dst, "norm.weight", "norm.gamma", keep)?;
+    rename(&mut src, &mut dst, "norm.bias", "norm.beta", keep)?;
+    for i in 0..layers {
+        let b = format!("blocks.{i}");
+        for ln in ["norm1", "norm2"] {
+            rename(&mut src, &mut dst, &format!("{b}.{ln}.weight"), &format!("{b}.{ln}.gamma"), keep)?;
+            rename(&mut src, &mut dst, &format!("{b}.{ln}.bias"), &format!("{b}.{ln}.beta"), keep)?;
+        }
+        let w = src.take(&format!("{b}.attn.qkv.weight"))?;
+        let c = src.take(&format!("{b}.attn.qkv.bias"))?;
+        let d = w.shape[1];
+        for (j, name) in ["query", "key", "value"].iter().enumerate() {
+            dst.insert(format!("{b}.{name}.weight"), w.rows(j * d, (j + 1) * d).t());
+            dst.insert(format!("{b}.{name}.bias"), c.rows(j * d, (j + 1) * d));
+        }
+        for (theirs, ours) in [("attn.proj", "proj"), ("mlp.fc1", "fc1"), ("mlp.fc2", "fc2")] {
+            rename(&mut src, &mut dst, &format!("{b}.{theirs}.weight"), &format!("{b}.{ours}.weight"), |t| t.t())?;
+            rename(&mut src, &mut dst, &format!("{b}.{theirs}.bias"), &format!("{b}.{ours}.bias"), keep)?;
+        }
+    }
+    leftovers(src, &mut dst, |k| k.starts_with("head.") || k.starts_with("fc_norm."));
+    Ok(dst)
+}
+
+/// timm / Microsoft Swin state dict (safetensors or `.pth`) → [`crate::swin::Swin`] paths
+/// (ARC spec, section 7.2). Torch `[out, in]` Linear weights are transposed; the patch-embed
+/// conv keeps its OIHW layout; `head.*` and the recomputed buffers
+/// `*.attn.relative_position_index` and `*.attn_mask` are dropped.
+///
+/// Two layouts of PatchMerging are accepted, detected by key presence:
+/// - timm 0.6.13 and the Microsoft release put it at the END of stages 0..S−2:
+///   `layers.{s}.downsample.*`, `s` = 0..S−2 (recognised by `layers.0.downsample.*`);
+/// - timm ≥ 0.9 (1.0.x) puts the same module at the START of stages 1..S−1:
+///   `layers.{s+1}.downsample.*`.
+///
+/// Either way it becomes `stages.{s}.downsample.*` (after the blocks of our stage `s`).
+pub fn swin_timm(mut src: TensorMap) -> Result<TensorMap> {
+    let mut dst = TensorMap::new(src.source.clone());
+    let stages = count_blocks(&src, "layers.");
+    let merge_offset = if src.tensors.keys().any(|k| k.starts_with("layers.0.downsample.")) { 0 } else { 1 };
+    rename(&mut src, &mut dst, "patch_embed.proj.weight", "patch_embed.weight", keep)?;
+    rename(&mut src, &mut dst, "patch_embed.proj.bias", "patch_embed.bias", keep)?;
+    rename(&mut src, &mut dst, "patch_embed.norm.weight", "patch_norm.gamma", keep)?;
+    rename(&mut src, &mut dst, "patch_embed.norm.bias", "patch_norm.beta", keep)?;
+    rename(&mut src, &mut dst, "norm.weight", "norm.gamma", keep)?;
+    rename(&mut src, &mut dst, "norm.bias", "norm.beta", keep)?;
+    for s in 0..stages {
+        let blocks = count_blocks(&src, &format!("layers.{s}.blocks."));
+        for i in 0..blocks {
+            let e = format!("layers.{s}.blocks.{i}");
+            let b = format!("stages.{s}.blocks.{i}");
+            for ln in ["norm1", "norm2"] {
+                rename(&mut src, &mut dst, &format!("{e}.{ln}.weight"), &format!("{b}.{ln}.gamma"), keep)?;
+                rename(&mut src, &mut dst, &format!("{e}.{ln}.bias"), &format!("{b}.{ln}.beta"), keep)?;
+            }
+            for (theirs, ours) in [("attn.qkv", "qkv"), ("attn.proj", "proj"), ("mlp.fc1", "fc1"), ("mlp.fc2", "fc2")] {
+                rename(&mut src, &mut dst, &format!("{e}.{theirs}.weight"), &format!("{b}.{ours}.weight"), |t| t.t())?;
+                rename(&mut src, &mut dst, &format!("{e}.{theirs}.bias"), &format!("{b}.{ours}.bias"), keep)?;
+            }
+            rename(
+                &mut src,
+                &mut dst,
+                &format!("{e}.attn.relative_position_bias_table"),
+                &format!("{b}.relative_position_bias_table"),
+                keep,
+            )?;
+        }
+        if s + 1 < stages {
+            let e = format!("layers.{}.downsample", s + merge_offset);
+            let b = format!("stages.{s}.downsample");
+            rename(&mut src, &mut dst, &format!("{e}.norm.weight"), &format!("{b}.norm.gamma"), keep)?;
+            rename(&mut src, &mut dst, &format!("{e}.norm.bias"), &format!("{b}.norm.beta"), keep)?;
+            rename(&mut src, &mut dst, &format!("{e}.reduction.weight"), &format!("{b}.reduction.weight"), |t| t.t())?;
+        }
+    }
+    leftovers(src, &mut dst, |k| {
+        k.starts_with("head.") || k.ends_with(".relative_position_index") || k.ends_with(".attn_mask")
+    });
+    Ok(dst)
+}

@@ -1,0 +1,12 @@
+//! Weight import: read a foreign checkpoint into a [`TensorMap`] (name → host tensor), rename
+//! it to our parameter paths with one pure function per checkpoint family, then [`apply`] it
+//! to a module. Loading is strict: missing, unexpected and mis-shaped keys are reported by name.
+
+mod apply;
+mod host;
+pub mod families;
+mod readers;
+
+pub use apply::{apply, apply_with_ids, collect, collect_with_ids, LoadReport};
+pub use host::{HostTensor, TensorMap};
+pub use readers::{read_checkpoint, read_npz, read_pth, read_safetensors, write_safetensors};
