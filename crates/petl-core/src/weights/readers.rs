@@ -33,7 +33,7 @@ pub fn read_npz(path: &Path) -> Result<TensorMap> {
             .ok_or_else(|| Error::format(path, format!("array `{name}` listed but absent")))?;
         let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
         let descr = npy.dtype().descr();
-        let data: Vec<f32> = match descr.trim_start_matches(['<', '|', '=']) {
+        let data: Vec<f32> = match descr.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
             "f4" => npy.into_vec::<f32>(),
             "f8" => npy.into_vec::<f64>().map(|v| v.into_iter().map(|x| x as f32).collect()),
             other => {
