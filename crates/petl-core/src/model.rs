@@ -10,6 +10,7 @@ use burn::module::ModuleDisplay;
 use crate::hooks::{BlockHooks, Layout, NoHooks};
 use crate::swin::{Swin, SwinConfig};
 use crate::vit::{Vit, VitConfig};
+use crate::weights::{apply, collect, LoadReport, TensorMap};
 
 /// Configuration of an image backbone, tagged by family (`{"vit": {...}}` in JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,6 +88,29 @@ pub enum Backbone {
 }
 
 impl Backbone {
+    /// Loads tensors keyed by backbone paths (e.g. `blocks.0.query.weight`), reporting what
+    /// fitted; see [`crate::weights::apply`].
+    pub fn load(self, map: TensorMap) -> (Self, LoadReport) {
+        match self {
+            Self::Vit(m) => {
+                let (m, r) = apply(m, map);
+                (Self::Vit(m), r)
+            }
+            Self::Swin(m) => {
+                let (m, r) = apply(m, map);
+                (Self::Swin(m), r)
+            }
+        }
+    }
+
+    /// All backbone tensors keyed by backbone paths (the inverse of [`Backbone::load`]).
+    pub fn tensors(&self) -> TensorMap {
+        match self {
+            Self::Vit(m) => collect(m, |_, _| true),
+            Self::Swin(m) => collect(m, |_, _| true),
+        }
+    }
+
     /// Pooled features: images `[B, 3, H, W]` -> `[B, F]` (ViT: class token; Swin: token mean).
     pub fn forward_pooled(&self, images: Tensor<4>, hooks: &dyn BlockHooks) -> Tensor<2> {
         match self {

@@ -24,8 +24,8 @@ use burn::module::{Flag, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::{Distribution, TensorData};
 use burn::tensor::activation::gelu;
+use burn::tensor::{Distribution, TensorData};
 
 use crate::hooks::{BlockHooks, BlockId, BlockInfo, Layout, LinearSite};
 use crate::vit::multi_head_attention;
@@ -82,7 +82,11 @@ impl SwinConfig {
         for (s, &depth) in self.depths.iter().enumerate() {
             for _ in 0..depth {
                 let dim = self.stage_dim(s);
-                blocks.push(BlockInfo { id: BlockId { stage: s, index: blocks.len() }, dim, mlp_dim: dim * self.mlp_ratio });
+                blocks.push(BlockInfo {
+                    id: BlockId { stage: s, index: blocks.len() },
+                    dim,
+                    mlp_dim: dim * self.mlp_ratio,
+                });
             }
         }
         Layout { blocks, feature_dim: self.stage_dim(self.depths.len() - 1) }
@@ -108,9 +112,7 @@ impl SwinConfig {
     /// Stochastic depth rate of every block in forward order: linspace(0, rate, total blocks).
     pub fn drop_path_rates(&self) -> Vec<f64> {
         let total: usize = self.depths.iter().sum();
-        (0..total)
-            .map(|i| if total > 1 { self.drop_path_rate * i as f64 / (total - 1) as f64 } else { 0.0 })
-            .collect()
+        (0..total).map(|i| if total > 1 { self.drop_path_rate * i as f64 / (total - 1) as f64 } else { 0.0 }).collect()
     }
 
     /// Checks the shape constraints: patch divides the image, one head count per stage, heads
@@ -223,8 +225,11 @@ impl SwinConfig {
                     }
                 })
                 .collect();
-            let downsample = (s + 1 < self.depths.len())
-                .then(|| PatchMerging { norm: ln(4 * c), reduction: lin(4 * c, 2 * c, false), resolution: r });
+            let downsample = (s + 1 < self.depths.len()).then(|| PatchMerging {
+                norm: ln(4 * c),
+                reduction: lin(4 * c, 2 * c, false),
+                resolution: r,
+            });
             stages.push(SwinStage { blocks, downsample });
         }
         Swin {
@@ -546,5 +551,269 @@ impl Swin {
         let x = self.forward_features(images, hooks);
         let [b, _, c] = x.dims();
         x.mean_dim(1).reshape([b, c])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::hooks::NoHooks;
+
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32")
+    }
+
+    #[test]
+    fn param_count_matches_the_module() {
+        for cfg in [SwinConfig::tiny_test(), SwinConfig::swin_b()] {
+            assert_eq!(cfg.num_params(), cfg.init(&Device::flex()).num_params(), "{cfg:?}");
+        }
+        // timm 1.0.31: swin_base_patch4_window7_224(num_classes=0), relative position bias
+        // tables included (buffers excluded).
+        assert_eq!(SwinConfig::swin_b().num_params(), 86_743_224);
+        // timm state dict of tools/fixtures/swin_tiny.py.
+        assert_eq!(SwinConfig::tiny_test().num_params(), 35_612);
+    }
+
+    #[test]
+    fn stage_geometry() {
+        let b = SwinConfig::swin_b();
+        let windows: Vec<_> = (0..4).map(|s| (b.stage_resolution(s), b.stage_window(s))).collect();
+        assert_eq!(windows, vec![(56, (7, 3)), (28, (7, 3)), (14, (7, 3)), (7, (7, 0))]);
+        let t = SwinConfig::tiny_test();
+        assert_eq!((t.stage_window(0), t.stage_window(1)), ((4, 2), (4, 0)));
+        let rates = b.with_drop_path_rate(0.1).drop_path_rates();
+        assert_eq!(rates.len(), 24);
+        assert_eq!((rates[0], rates[23]), (0.0, 0.1));
+        assert!((rates[1] - 0.1 / 23.0).abs() < 1e-15);
+        assert!(SwinConfig::new(32, 4, 16, vec![2, 2], vec![3, 4], 4).validate().is_err());
+        assert!(SwinConfig::new(40, 4, 16, vec![2, 2], vec![2, 4], 4).validate().is_err());
+        assert!(SwinConfig::new(32, 4, 16, vec![2], vec![2, 4], 4).validate().is_err());
+    }
+
+    #[test]
+    fn relative_position_index_layout() {
+        let w = 3;
+        let index = relative_position_index(w);
+        let n = w * w;
+        assert_eq!(index.len(), n * n);
+        // Same token: Δ = (0, 0) -> the centre of the (2w−1)² table.
+        for i in 0..n {
+            assert_eq!(index[i * n + i], ((w - 1) * (2 * w - 1) + (w - 1)) as i64);
+        }
+        // Query (0, 0), key (2, 2): Δ = (−2, −2) -> 0; the reverse pair -> the last entry.
+        assert_eq!(index[n - 1], 0);
+        assert_eq!(index[(n - 1) * n], ((2 * w - 1) * (2 * w - 1) - 1) as i64);
+        // Query (0, 1), key (1, 0): Δ = (−1, +1) -> (1)·5 + 3.
+        assert_eq!(index[n + w], 8);
+    }
+
+    #[test]
+    fn shifted_window_mask_separates_wrapped_tokens() {
+        // In the rolled frame, grid position p of an axis came from (p + s) mod r; two tokens of a
+        // window may attend to each other iff, on both axes, both or neither wrapped around.
+        let (r, w, s) = (8, 4, 2);
+        let mask = shifted_window_mask(r, w, s);
+        let (side, n) = (r / w, w * w);
+        assert_eq!(mask.len(), side * side * n * n);
+        let wrapped = |p: usize| p + s >= r;
+        let mut masked = 0;
+        for wh in 0..side {
+            for ww in 0..side {
+                for i in 0..n {
+                    for j in 0..n {
+                        let (hi, wi) = (wh * w + i / w, ww * w + i % w);
+                        let (hj, wj) = (wh * w + j / w, ww * w + j % w);
+                        let same = wrapped(hi) == wrapped(hj) && wrapped(wi) == wrapped(wj);
+                        let m = mask[((wh * side + ww) * n + i) * n + j];
+                        assert_eq!(m, if same { 0.0 } else { SHIFTED_WINDOW_MASK });
+                        masked += usize::from(!same);
+                    }
+                }
+            }
+        }
+        // Only the last window row/column is split: 2 windows in halves, 1 in quarters.
+        assert_eq!(masked, 2 * (n * n / 2) + (n * n - 4 * 4 * 4));
+    }
+
+    /// Tokens of the block output that change when input token `token` changes.
+    fn receptive_set(block: &SwinBlock, token: usize) -> Vec<usize> {
+        let device = Device::flex();
+        let c = block.norm1.gamma.dims()[0];
+        let l = block.resolution * block.resolution;
+        let x = Tensor::<3>::random([1, l, c], Distribution::Normal(0.0, 1.0), &device);
+        let bump = Tensor::<3>::zeros([1, l, c], &device).slice_assign(
+            [0..1, token..token + 1, 0..c],
+            // Not a constant over channels: LayerNorm would remove it.
+            Tensor::random([1, 1, c], Distribution::Normal(0.0, 1.0), &device),
+        );
+        let at = BlockId { stage: 0, index: 0 };
+        let a = host(block.forward(x.clone(), &NoHooks, at));
+        let b = host(block.forward(x + bump, &NoHooks, at));
+        (0..l).filter(|&t| (0..c).any(|i| (a[t * c + i] - b[t * c + i]).abs() > 1e-6)).collect()
+    }
+
+    #[test]
+    fn shift_and_mask_restrict_attention() {
+        let model = SwinConfig::tiny_test().init(&Device::flex());
+        let blocks = &model.stages[0].blocks;
+        assert_eq!((blocks[0].shift_size, blocks[1].shift_size), (0, 2));
+        assert!(blocks[0].attn_mask.is_none() && blocks[1].attn_mask.is_some());
+        assert!(model.stages[1].blocks.iter().all(|b| b.shift_size == 0 && b.attn_mask.is_none()));
+        let grid = |rows: &[usize], cols: &[usize]| {
+            let mut v: Vec<usize> = rows.iter().flat_map(|r| cols.iter().map(move |c| r * 8 + c)).collect();
+            v.sort();
+            v
+        };
+        // Regular windows: token (0, 0) reaches its 4 × 4 window.
+        assert_eq!(receptive_set(&blocks[0], 0), grid(&[0, 1, 2, 3], &[0, 1, 2, 3]));
+        // Shifted: (0, 0) lands in the bottom-right rolled window {6, 7, 0, 1}², whose mask
+        // keeps only the wrapped quarter {0, 1}².
+        assert_eq!(receptive_set(&blocks[1], 0), grid(&[0, 1], &[0, 1]));
+        // (2, 2) lands in the top-left rolled window {2..6}², which no mask splits.
+        assert_eq!(receptive_set(&blocks[1], 2 * 8 + 2), grid(&[2, 3, 4, 5], &[2, 3, 4, 5]));
+        // (7, 2): rows {6, 7, 0, 1} split by wrap, columns {2..6} whole.
+        assert_eq!(receptive_set(&blocks[1], 7 * 8 + 2), grid(&[6, 7], &[2, 3, 4, 5]));
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        calls: RefCell<Vec<(BlockId, String, Vec<usize>)>>,
+    }
+
+    impl Recorder {
+        fn log(&self, at: BlockId, what: &str, x: &Tensor<3>) {
+            self.calls.borrow_mut().push((at, what.to_string(), x.dims().to_vec()));
+        }
+    }
+
+    impl BlockHooks for Recorder {
+        fn attn_input(&self, at: BlockId, x: Tensor<3>) -> Tensor<3> {
+            self.log(at, "attn_input", &x);
+            x
+        }
+        fn attn_output(&self, at: BlockId, x: Tensor<3>) -> Tensor<3> {
+            self.log(at, "attn_output", &x);
+            x
+        }
+        fn mlp_residual(&self, at: BlockId, x: Tensor<3>) -> Tensor<3> {
+            self.log(at, "mlp_residual", &x);
+            x
+        }
+        fn mlp_input(&self, at: BlockId, x: Tensor<3>) -> Tensor<3> {
+            self.log(at, "mlp_input", &x);
+            x
+        }
+        fn mlp_output(&self, at: BlockId, x: Tensor<3>) -> Tensor<3> {
+            self.log(at, "mlp_output", &x);
+            x
+        }
+        fn linear(&self, at: BlockId, site: LinearSite, x: &Tensor<3>, y: Tensor<3>) -> Tensor<3> {
+            assert_eq!(x.dims()[..2], y.dims()[..2], "x and y are the same tokens");
+            self.log(at, &format!("{site:?}"), &y);
+            y
+        }
+    }
+
+    #[test]
+    fn hooks_are_called_at_every_insertion_point() {
+        let device = Device::flex();
+        let cfg = SwinConfig::tiny_test();
+        let model = cfg.init(&device);
+        let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let recorder = Recorder::default();
+        let hooked = host(model.forward_pooled(images.clone(), &recorder));
+        assert_eq!(hooked, host(model.forward_pooled(images, &NoHooks)));
+        let calls = recorder.calls.into_inner();
+        let order = [
+            "attn_input",
+            "Query",
+            "Key",
+            "Value",
+            "AttnOut",
+            "attn_output",
+            "mlp_residual",
+            "mlp_input",
+            "Fc1",
+            "Fc2",
+            "mlp_output",
+        ];
+        let layout = cfg.layout();
+        assert_eq!(calls.len(), order.len() * layout.blocks.len());
+        for (block, chunk) in layout.blocks.iter().zip(calls.chunks(order.len())) {
+            let tokens = cfg.stage_resolution(block.id.stage).pow(2);
+            for ((at, what, dims), want) in chunk.iter().zip(order) {
+                assert_eq!((*at, what.as_str()), (block.id, want));
+                let width = if want == "Fc1" { block.mlp_dim } else { block.dim };
+                assert_eq!(dims, &vec![2, tokens, width], "{what} in block {}", block.id.index);
+            }
+        }
+    }
+
+    /// Zeroes both residual branches through `linear` (AttnOut, Fc2) or through the branch
+    /// outputs: either way every block is the identity.
+    struct ZeroBranches {
+        via_linear: bool,
+    }
+
+    impl BlockHooks for ZeroBranches {
+        fn attn_output(&self, _at: BlockId, x: Tensor<3>) -> Tensor<3> {
+            if self.via_linear { x } else { x.zeros_like() }
+        }
+        fn mlp_output(&self, _at: BlockId, x: Tensor<3>) -> Tensor<3> {
+            if self.via_linear { x } else { x.zeros_like() }
+        }
+        fn linear(&self, _at: BlockId, site: LinearSite, _x: &Tensor<3>, y: Tensor<3>) -> Tensor<3> {
+            match site {
+                LinearSite::AttnOut | LinearSite::Fc2 if self.via_linear => y.zeros_like(),
+                _ => y,
+            }
+        }
+    }
+
+    #[test]
+    fn hook_results_are_used() {
+        let device = Device::flex();
+        let model = SwinConfig::tiny_test().init(&device);
+        let images = Tensor::<4>::random([1, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let embedded = host(model.embed(images.clone()));
+        for via_linear in [true, false] {
+            let stages = model.forward_stages(images.clone(), &ZeroBranches { via_linear });
+            assert_eq!(host(stages[0].clone()), embedded, "via_linear = {via_linear}");
+        }
+    }
+
+    #[test]
+    fn drop_path_only_in_training_on_autodiff() {
+        let x = |device: &Device| Tensor::<3>::ones([64, 2, 3], device);
+        let layer = DropPath::new(0.5);
+        assert_eq!(host(layer.forward(x(&Device::flex()))), vec![1.0; 64 * 6]);
+        let device = Device::flex().autodiff();
+        let out = host(layer.forward(x(&device)));
+        // One draw per sample: each sample is all 0 or all 1 / keep = 2.
+        let samples: Vec<f32> = out
+            .chunks(6)
+            .map(|s| {
+                assert!(s.iter().all(|v| *v == s[0]) && (s[0] == 0.0 || s[0] == 2.0), "{s:?}");
+                s[0]
+            })
+            .collect();
+        assert!(samples.contains(&0.0) && samples.contains(&2.0));
+        let frozen = layer.valid();
+        assert_eq!(host(frozen.forward(x(&device))), vec![1.0; 64 * 6]);
+    }
+
+    #[test]
+    fn trains_on_autodiff() {
+        let device = Device::flex().autodiff();
+        let model = SwinConfig::tiny_test().with_drop_path_rate(0.2).init(&device);
+        let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let grads = model.forward_pooled(images, &NoHooks).powi_scalar(2).sum().backward();
+        let table = &model.stages[0].blocks[1].relative_position_bias_table;
+        let grad = table.val().grad(&grads).expect("bias table gets a gradient");
+        assert_eq!(grad.dims(), [49, 2]);
+        assert!(host(grad).iter().any(|g| *g != 0.0));
     }
 }

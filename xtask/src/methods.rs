@@ -1,0 +1,209 @@
+//! The methods `reproduce`, `params` and `predict` dispatch over, and one wrapper enum over
+//! their models (the `ModelWrapper` pattern): each arm is a [`Classifier`] with its tuner.
+
+use anyhow::{bail, Result};
+use arc::{ArcClassifier, ArcConfig, ArcVariant};
+use burn::prelude::*;
+use clap::ValueEnum;
+use petl_core::accounting::ParamCounts;
+use petl_core::data::ImageDataset;
+use petl_core::hooks::NoHooks;
+use petl_core::model::{init_head, BackboneConfig, Classifier, HeadInit, PlainClassifier};
+use petl_core::train::{Classify, TrainReport, Trainer};
+use petl_core::tuners::{BottleneckAdapter, BottleneckAdapterConfig, Lora, LoraConfig};
+use petl_core::weights::{collect, TensorMap};
+use serde::{Deserialize, Serialize};
+
+/// A method (a row of the papers' tables).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// ARC: attention and MLP adapters.
+    Arc,
+    /// ARC_att: attention adapters only.
+    ArcAtt,
+    /// LoRA on q and v.
+    Lora,
+    /// Bottleneck adapter after attention and FFN.
+    Adapter,
+    /// Linear probing: head only.
+    Linear,
+    /// Full fine-tuning.
+    Full,
+}
+
+impl Method {
+    /// The row label of the tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::Arc => "ARC",
+            Method::ArcAtt => "ARC_att",
+            Method::Lora => "LoRA",
+            Method::Adapter => "Adapter",
+            Method::Linear => "Linear",
+            Method::Full => "Full FT",
+        }
+    }
+
+    /// The command-line name.
+    pub fn name(self) -> String {
+        self.to_possible_value().expect("no skipped variants").get_name().to_string()
+    }
+}
+
+/// A method with its hyper-parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MethodSpec {
+    /// Which method.
+    pub method: Method,
+    /// ARC hyper-parameters (used by `arc` and `arc-att`).
+    pub arc: ArcConfig,
+    /// LoRA hyper-parameters.
+    pub lora: LoraConfig,
+    /// Bottleneck-adapter hyper-parameters.
+    pub adapter: BottleneckAdapterConfig,
+}
+
+impl MethodSpec {
+    /// Defaults of each method; `arc.variant` follows `method`.
+    pub fn new(method: Method, arc: ArcConfig) -> Self {
+        let variant = if method == Method::ArcAtt { ArcVariant::ArcAtt } else { ArcVariant::Arc };
+        Self { method, arc: arc.with_variant(variant), lora: LoraConfig::new(), adapter: BottleneckAdapterConfig::new() }
+    }
+
+    /// Parameter counts from the configs alone (nothing allocated).
+    pub fn counts(&self, backbone: &BackboneConfig, classes: usize) -> ParamCounts {
+        let layout = backbone.layout();
+        let head = (layout.feature_dim + 1) * classes;
+        let frozen_backbone = backbone.num_params();
+        let adapter = match self.method {
+            Method::Arc | Method::ArcAtt => self.arc.num_params(&layout),
+            Method::Lora => self.lora.num_params(&layout),
+            Method::Adapter => self.adapter.num_params(&layout),
+            Method::Linear | Method::Full => 0,
+        };
+        let (trainable, frozen) = match self.method {
+            Method::Full => (frozen_backbone + head, 0),
+            _ => (adapter + head, frozen_backbone),
+        };
+        ParamCounts { adapter_params: adapter, head_params: head, trainable_params: trainable, frozen_params: frozen }
+    }
+
+    /// Allocates backbone + method + head on `device` with this method's trainable set.
+    pub fn build(&self, backbone: &BackboneConfig, classes: usize, device: &Device) -> AnyClassifier {
+        let layout = backbone.layout();
+        let frozen = || backbone.init(device).no_grad();
+        let head = || init_head(layout.feature_dim, classes, arc::head_init(backbone), device);
+        match self.method {
+            Method::Arc | Method::ArcAtt => AnyClassifier::Arc(arc::build(backbone, &self.arc, classes, device)),
+            Method::Lora => AnyClassifier::Lora(Classifier { backbone: frozen(), tuner: self.lora.init(&layout, device), head: head() }),
+            Method::Adapter => AnyClassifier::Adapter(Classifier {
+                backbone: frozen(),
+                tuner: self.adapter.init(&layout, device),
+                head: head(),
+            }),
+            Method::Linear => AnyClassifier::Plain(Classifier { backbone: frozen(), tuner: NoHooks, head: head() }),
+            Method::Full => AnyClassifier::Plain(Classifier {
+                backbone: backbone.init(device),
+                tuner: NoHooks,
+                head: init_head(layout.feature_dim, classes, HeadInit::TruncNormal, device),
+            }),
+        }
+    }
+}
+
+/// One of the methods' classifiers.
+#[derive(Debug)]
+pub enum AnyClassifier {
+    /// ARC / ARC_att.
+    Arc(ArcClassifier),
+    /// LoRA.
+    Lora(Classifier<Lora>),
+    /// Bottleneck adapter.
+    Adapter(Classifier<BottleneckAdapter>),
+    /// Linear probe or full fine-tuning.
+    Plain(PlainClassifier),
+}
+
+macro_rules! each {
+    ($self:expr, $m:ident => $body:expr) => {
+        match $self {
+            AnyClassifier::Arc($m) => $body,
+            AnyClassifier::Lora($m) => $body,
+            AnyClassifier::Adapter($m) => $body,
+            AnyClassifier::Plain($m) => $body,
+        }
+    };
+}
+
+macro_rules! each_map {
+    ($self:expr, $m:ident => $body:expr) => {
+        match $self {
+            AnyClassifier::Arc($m) => AnyClassifier::Arc($body),
+            AnyClassifier::Lora($m) => AnyClassifier::Lora($body),
+            AnyClassifier::Adapter($m) => AnyClassifier::Adapter($body),
+            AnyClassifier::Plain($m) => AnyClassifier::Plain($body),
+        }
+    };
+}
+
+impl AnyClassifier {
+    /// Loads backbone weights (paths relative to the backbone), strictly.
+    pub fn load_backbone(self, map: TensorMap) -> Result<Self> {
+        let source = map.source.clone();
+        Ok(each_map!(self, m => {
+            let (backbone, report) = m.backbone.load(map);
+            report.check(&source, |_| false)?;
+            Classifier { backbone, ..m }
+        }))
+    }
+
+    /// Loads tensors keyed by classifier paths (`tuner.*`, `head.*`, `backbone.*`) strictly,
+    /// except that backbone paths may be absent.
+    pub fn load_tensors(self, map: TensorMap) -> Result<Self> {
+        let source = map.source.clone();
+        Ok(each_map!(self, m => {
+            let (m, report) = petl_core::weights::apply(m, map);
+            report.check(&source, |p| p.starts_with("backbone."))?;
+            m
+        }))
+    }
+
+    /// Trains with `trainer`.
+    pub fn fit(self, trainer: &Trainer, train: &dyn ImageDataset, test: &dyn ImageDataset) -> Result<(Self, TrainReport)> {
+        Ok(match self {
+            AnyClassifier::Arc(m) => trainer.fit(m, train, test).map(|(m, r)| (AnyClassifier::Arc(m), r))?,
+            AnyClassifier::Lora(m) => trainer.fit(m, train, test).map(|(m, r)| (AnyClassifier::Lora(m), r))?,
+            AnyClassifier::Adapter(m) => trainer.fit(m, train, test).map(|(m, r)| (AnyClassifier::Adapter(m), r))?,
+            AnyClassifier::Plain(m) => trainer.fit(m, train, test).map(|(m, r)| (AnyClassifier::Plain(m), r))?,
+        })
+    }
+
+    /// Logits in evaluation mode: images `[B, 3, H, W]` -> `[B, K]`.
+    pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        each!(self, m => m.valid().logits(images))
+    }
+
+    /// The tensors an adapter-only checkpoint stores: the method's and the head's (all of
+    /// them for full fine-tuning).
+    pub fn adapter_tensors(&self, full: bool) -> TensorMap {
+        each!(self, m => collect(m, |p, _| full || p.starts_with("tuner.") || p.starts_with("head.")))
+    }
+
+    /// Folds the method into the backbone where it merges exactly (ARC, LoRA on ViT).
+    pub fn merged(self) -> Result<PlainClassifier> {
+        match self {
+            AnyClassifier::Arc(m) => Ok(arc::merge(m)?),
+            AnyClassifier::Lora(m) => match m.backbone {
+                petl_core::model::Backbone::Vit(vit) => Ok(Classifier {
+                    backbone: petl_core::model::Backbone::Vit(m.tuner.merge_into(vit)),
+                    tuner: NoHooks,
+                    head: m.head,
+                }),
+                _ => bail!("LoRA merging is implemented for ViT backbones only"),
+            },
+            AnyClassifier::Plain(m) => Ok(m),
+            AnyClassifier::Adapter(_) => bail!("the bottleneck adapter is non-linear and cannot be merged"),
+        }
+    }
+}

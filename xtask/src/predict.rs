@@ -1,0 +1,225 @@
+//! `cargo xtask predict`: logits of a trained model, as float32 `.npy` `[N, K]`.
+//!
+//! Checkpoints accepted:
+//! - a petl adapter-only checkpoint (`adapter.safetensors`, its config in the metadata; the
+//!   frozen backbone comes from `--weights`),
+//! - a full state dict saved by the official ARC code (`.pth`, its key names; dimensions are
+//!   read off the tensors, heads from `--config` or `--backbone`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use arc::{ArcConfig, ArcVariant};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use clap::Args;
+use petl_core::data::preprocess::{load_image, Preprocess};
+use petl_core::model::BackboneConfig;
+use petl_core::vit::VitConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::methods::{Method, MethodSpec};
+use crate::load_backbone_weights;
+
+/// Options of `predict`.
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// Method of the checkpoint: arc, arc-att, lora, adapter, linear, full.
+    pub method: Method,
+    /// The trained checkpoint (petl adapter `.safetensors`, or an official ARC `.pth`).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Model JSON (`image_size`, `patch_size`, `hidden_size`, `num_layers`, `num_heads`,
+    /// `mlp_dim`, `num_classes`, `adapter_dim`, `variant`), inline or a file path.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Backbone preset instead of `--config`.
+    #[arg(long)]
+    pub backbone: Option<String>,
+    /// Pretrained backbone weights for adapter-only checkpoints.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Folder of images (sorted by name; VTAB preprocessing at the model's size).
+    #[arg(long, conflicts_with = "input")]
+    pub images: Option<PathBuf>,
+    /// Preprocessed float32 tensor `[N, 3, H, W]` (`.npy`).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Output `.npy` of float32 logits `[N, K]`.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Backend.
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+}
+
+/// The model JSON of `--config`, also stored in adapter-only checkpoints of ViT runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelJson {
+    /// Input size.
+    pub image_size: usize,
+    /// Patch size.
+    pub patch_size: usize,
+    /// Width D.
+    pub hidden_size: usize,
+    /// Blocks.
+    pub num_layers: usize,
+    /// Heads.
+    pub num_heads: usize,
+    /// FFN width.
+    pub mlp_dim: usize,
+    /// Classes.
+    pub num_classes: usize,
+    /// ARC bottleneck D'.
+    #[serde(default = "default_adapter_dim")]
+    pub adapter_dim: usize,
+    /// `arc` or `arc-att`.
+    #[serde(default)]
+    pub variant: Option<ArcVariant>,
+}
+
+fn default_adapter_dim() -> usize {
+    50
+}
+
+impl ModelJson {
+    /// The JSON of a ViT model trained with `spec`.
+    pub fn from_vit(vit: &VitConfig, spec: &MethodSpec, classes: usize) -> Self {
+        Self {
+            image_size: vit.image_size,
+            patch_size: vit.patch_size,
+            hidden_size: vit.hidden_size,
+            num_layers: vit.num_layers,
+            num_heads: vit.num_heads,
+            mlp_dim: vit.mlp_dim,
+            num_classes: classes,
+            adapter_dim: spec.arc.bottleneck,
+            variant: Some(spec.arc.variant),
+        }
+    }
+
+    fn vit(&self) -> VitConfig {
+        VitConfig::new(self.image_size, self.patch_size, self.hidden_size, self.num_layers, self.num_heads, self.mlp_dim)
+    }
+}
+
+fn parse_config(text: &str) -> Result<ModelJson> {
+    let (json, origin) = if text.trim_start().starts_with('{') {
+        (text.to_string(), "--config".to_string())
+    } else {
+        (std::fs::read_to_string(text).with_context(|| format!("reading --config file {text}"))?, text.to_string())
+    };
+    serde_json::from_str(&json).with_context(|| format!("{origin}: not a valid model JSON"))
+}
+
+fn read_input(args: &PredictArgs, size: usize) -> Result<(Vec<f32>, usize)> {
+    if let Some(path) = &args.input {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a .npy file", path.display()))?;
+        let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+        if shape.len() != 4 || shape[1] != 3 || shape[2] != size || shape[3] != size {
+            bail!("{}: shape {shape:?}, expected [N, 3, {size}, {size}]", path.display());
+        }
+        let data: Vec<f32> = npy.into_vec().with_context(|| format!("{}: expected float32 data", path.display()))?;
+        return Ok((data, shape[0]));
+    }
+    let Some(dir) = &args.images else { bail!("give --images DIR or --input X.npy") };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading image folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no .png/.jpg images", dir.display());
+    }
+    let mut data = vec![];
+    for f in &files {
+        data.extend(load_image(f, &Preprocess::vtab(size as u32), None)?);
+    }
+    Ok((data, files.len()))
+}
+
+fn write_npy(path: &Path, data: &[f32], shape: [usize; 2]) -> Result<()> {
+    let mut bytes = vec![];
+    {
+        use npyz::WriterBuilder;
+        let mut w = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(&[shape[0] as u64, shape[1] as u64])
+            .writer(&mut bytes)
+            .begin_nd()?;
+        w.extend(data.iter().copied())?;
+        w.finish()?;
+    }
+    petl_core::checkpoint::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// Entry point of `predict`.
+pub fn run(args: PredictArgs) -> Result<()> {
+    let device = petl_core::device::device_from_name(&args.backend)?;
+    let ext = args.checkpoint.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let (model, size) = if ext == "pth" || ext == "pt" {
+        if !matches!(args.method, Method::Arc | Method::ArcAtt) {
+            bail!("official .pth checkpoints exist for ARC only");
+        }
+        let raw = petl_core::weights::read_pth(&args.checkpoint)?;
+        let shapes = arc::official::inspect(&raw)?;
+        let heads = match (&args.config, &args.backbone) {
+            (Some(c), _) => parse_config(c)?.num_heads,
+            (None, Some(b)) => match BackboneConfig::preset(b)? {
+                BackboneConfig::Vit(v) => v.num_heads,
+                BackboneConfig::Swin(_) => bail!("official .pth checkpoints are ViT; got --backbone {b}"),
+            },
+            (None, None) => bail!("an official checkpoint does not record the number of heads: give --config or --backbone"),
+        };
+        let (vit, arc) = shapes.configs(heads);
+        let spec = MethodSpec::new(if shapes.variant == ArcVariant::Arc { Method::Arc } else { Method::ArcAtt }, arc);
+        let size = vit.image_size;
+        let backbone = BackboneConfig::Vit(vit);
+        (spec.build(&backbone, shapes.num_classes, &device).load_tensors(arc::official::rename(raw)?)?, size)
+    } else {
+        let (tensors, meta) = petl_core::checkpoint::load_adapter(&args.checkpoint)?;
+        let stored: ModelJson = serde_json::from_value(meta.clone())
+            .with_context(|| format!("{}: adapter config is not a model JSON", args.checkpoint.display()))?;
+        if let Some(c) = &args.config {
+            let given = parse_config(c)?;
+            if given != stored {
+                bail!("{}: checkpoint was trained for {stored:?}, but --config says {given:?}", args.checkpoint.display());
+            }
+        }
+        let backbone = BackboneConfig::Vit(stored.vit());
+        if let Some(b) = &args.backbone {
+            if BackboneConfig::preset(b)? != backbone {
+                bail!("{}: checkpoint was trained on another backbone than --backbone {b}", args.checkpoint.display());
+            }
+        }
+        let arc = ArcConfig::new().with_bottleneck(stored.adapter_dim);
+        let spec = MethodSpec::new(args.method, arc);
+        let mut model = spec.build(&backbone, stored.num_classes, &device);
+        if args.method != Method::Full {
+            let weights = args.weights.as_ref().context("adapter-only checkpoints need the frozen backbone: give --weights")?;
+            model = model.load_backbone(load_backbone_weights(weights, &backbone)?)?;
+        }
+        (model.load_tensors(tensors)?, stored.image_size)
+    };
+    let (data, n) = read_input(&args, size)?;
+    let per = 3 * size * size;
+    let mut logits = vec![];
+    let mut classes = 0;
+    for start in (0..n).step_by(args.batch.max(1)) {
+        let end = (start + args.batch.max(1)).min(n);
+        let x = Tensor::<4>::from_data(TensorData::new(data[start * per..end * per].to_vec(), [end - start, 3, size, size]), &device);
+        let out = petl_core::weights::HostTensor::from_tensor(&model.logits(x));
+        classes = out.shape[1];
+        logits.extend(out.data);
+    }
+    write_npy(&args.output, &logits, [n, classes])?;
+    println!("wrote {} logits [{n}, {classes}] to {}", args.method.label(), args.output.display());
+    Ok(())
+}

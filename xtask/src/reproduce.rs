@@ -1,0 +1,393 @@
+//! `cargo xtask reproduce arc`: the ARC VTAB table, on the embedded shapes world (default) or
+//! on the real VTAB-1k / FGVC folders with a pretrained checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use arc::{ArcConfig, MlpAdapterSite};
+use burn::prelude::*;
+use clap::{Args, ValueEnum};
+use petl_core::data::fgvc::{FgvcDataset, FgvcSplit, FgvcTask};
+use petl_core::data::preprocess::Preprocess;
+use petl_core::data::shapes::{ShapesDataset, ShapesTask};
+use petl_core::data::vtab::{VtabDataset, VtabSplit, VtabTask};
+use petl_core::data::ImageDataset;
+use petl_core::model::BackboneConfig;
+use petl_core::train::{TrainConfig, Trainer};
+use petl_core::vit::VitConfig;
+
+use crate::methods::{Method, MethodSpec};
+use crate::table::{self, Cell};
+use crate::{load_backbone_weights, save_json};
+
+/// Size of the embedded run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scale {
+    /// The README's table: a 6-layer ViT on 32 px scenes, 8 tasks, 6 methods.
+    Default,
+    /// A minute-long run for tests: 2 layers, 16 px, 3 tasks.
+    Smoke,
+}
+
+/// Options of `reproduce`.
+#[derive(Args, Debug)]
+pub struct ReproduceArgs {
+    /// The paper to reproduce (only `arc` so far).
+    pub paper: String,
+    /// Embedded run size.
+    #[arg(long, value_enum, default_value = "default")]
+    pub scale: Scale,
+    /// Methods (rows). Default: arc, arc-att, lora, adapter, linear, full (embedded); arc (real data).
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<Method>,
+    /// Tasks (columns) by name; default: the scale's set, or all 19 VTAB / 5 FGVC tasks.
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Vec<String>,
+    /// Epochs of each downstream run (default: the scale's, or 100 on real data).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Output folder (results.json, table.md, one run folder per task and method).
+    #[arg(long, default_value = "runs/reproduce-arc")]
+    pub out: PathBuf,
+    /// VTAB-1k root (`<root>/<task>/{train800val200,test}.txt`): run the paper's protocol.
+    #[arg(long)]
+    pub vtab_root: Option<PathBuf>,
+    /// FGVC root (`<root>/<Name>/{train,val,test}.json`).
+    #[arg(long)]
+    pub fgvc_root: Option<PathBuf>,
+    /// Pretrained backbone: Google `.npz`, timm `.safetensors`/`.pth` (ViT or Swin).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Backbone preset for real data (vit-b16, vit-l16, vit-h14, swin-b).
+    #[arg(long, default_value = "vit-b16")]
+    pub backbone: String,
+    /// ARC bottleneck D' (default: 50 on real data, 8 on the embedded ViT).
+    #[arg(long)]
+    pub bottleneck: Option<usize>,
+    /// Backend: flex (default), ndarray, wgpu, tch, cuda (when compiled in).
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+struct Embedded {
+    vit: VitConfig,
+    pretrain_n: usize,
+    pretrain_epochs: usize,
+    train_n: usize,
+    test_n: usize,
+    epochs: usize,
+    tasks: Vec<ShapesTask>,
+}
+
+impl Embedded {
+    fn new(scale: Scale) -> Self {
+        use ShapesTask::*;
+        match scale {
+            Scale::Default => Self {
+                vit: VitConfig::new(32, 4, 96, 6, 3, 192),
+                pretrain_n: 12_000,
+                pretrain_epochs: 6,
+                train_n: 800,
+                test_n: 400,
+                epochs: 10,
+                tasks: vec![ScenePair, Object, Texture, Tint, Count, Distance, Orientation, LocationX],
+            },
+            Scale::Smoke => Self {
+                vit: VitConfig::new(16, 4, 32, 2, 2, 64),
+                pretrain_n: 1_000,
+                pretrain_epochs: 2,
+                train_n: 256,
+                test_n: 128,
+                epochs: 6,
+                tasks: vec![Tint, Texture, LocationX],
+            },
+        }
+    }
+}
+
+/// The embedded recipe per method: the official ARC recipe shape (AdamW, warm-up cosine,
+/// clipping 1.0) with learning rates suited to a small from-scratch-pretrained ViT.
+fn embedded_recipe(method: Method, epochs: usize, seed: u64) -> TrainConfig {
+    let lr = match method {
+        Method::Full => 1e-3,
+        Method::Linear => 1e-2,
+        _ => 5e-3,
+    };
+    TrainConfig::new()
+        .with_epochs(epochs)
+        .with_warmup_epochs(1)
+        .with_lr(lr)
+        .with_weight_decay(1e-4)
+        .with_eval_every(2)
+        .with_seed(seed)
+}
+
+fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/petl-cache")
+}
+
+/// Pretrains the embedded ViT on the shapes world's `pretrain` task (full training), cached
+/// under `target/petl-cache/` keyed by config, data size, epochs and seed.
+fn pretrained_backbone(e: &Embedded, seed: u64, device: &Device, quiet: bool) -> Result<(BackboneConfig, PathBuf)> {
+    let backbone = BackboneConfig::Vit(e.vit.clone());
+    let v = &e.vit;
+    let name = format!(
+        "shapes-vit-s{}-p{}-d{}-l{}-h{}-m{}-n{}-e{}-seed{}.safetensors",
+        v.image_size, v.patch_size, v.hidden_size, v.num_layers, v.num_heads, v.mlp_dim, e.pretrain_n, e.pretrain_epochs, seed
+    );
+    let path = cache_dir().join(&name);
+    if path.exists() {
+        println!("pretrained backbone: {} (cached)", path.display());
+        return Ok((backbone, path));
+    }
+    println!("pretraining the embedded ViT on the shapes world ({} scenes, {} epochs) ...", e.pretrain_n, e.pretrain_epochs);
+    let train = ShapesDataset::new(ShapesTask::Pretrain, e.pretrain_n, v.image_size, seed.wrapping_add(1000));
+    let test = ShapesDataset::new(ShapesTask::Pretrain, 500, v.image_size, seed.wrapping_add(2000));
+    let spec = MethodSpec::new(Method::Full, ArcConfig::new());
+    let model = spec.build(&backbone, train.num_classes(), &device.clone().autodiff());
+    let cfg = TrainConfig::new()
+        .with_epochs(e.pretrain_epochs)
+        .with_warmup_epochs(1)
+        .with_batch_size(64)
+        .with_lr(2e-3)
+        .with_weight_decay(0.05)
+        .with_label_smoothing(0.1)
+        .with_eval_every(e.pretrain_epochs)
+        .with_seed(seed);
+    let mut trainer = Trainer::new(cfg);
+    trainer.progress = !quiet;
+    trainer.label = "pretrain".into();
+    let (model, report) = model.fit(&trainer, &train, &test)?;
+    println!("pretrain: test accuracy {:.1}% in {:.0}s", report.final_test_acc, report.wall_secs);
+    let crate::methods::AnyClassifier::Plain(model) = model else { unreachable!("full fine-tuning is plain") };
+    petl_core::weights::write_safetensors(&path, &model.backbone.tensors(), None)?;
+    Ok((backbone, path))
+}
+
+/// The config stored in adapter-only checkpoints: the flat model JSON of `predict --config`
+/// for ViT backbones, the nested configs otherwise.
+fn adapter_json(spec: &MethodSpec, backbone: &BackboneConfig, classes: usize) -> serde_json::Value {
+    match backbone {
+        BackboneConfig::Vit(vit) => serde_json::to_value(crate::predict::ModelJson::from_vit(vit, spec, classes)).expect("serialises"),
+        BackboneConfig::Swin(_) => serde_json::json!({"method": spec, "backbone": backbone, "num_classes": classes}),
+    }
+}
+
+/// Runs `method` on one task inside `dir` (resuming or reusing a finished run).
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    spec: &MethodSpec,
+    backbone: &BackboneConfig,
+    weights: &dyn Fn() -> Result<petl_core::weights::TensorMap>,
+    cfg: TrainConfig,
+    train: &dyn ImageDataset,
+    test: &dyn ImageDataset,
+    dir: &Path,
+    device: &Device,
+    quiet: bool,
+    (task, group): (&str, &str),
+) -> Result<Cell> {
+    let counts = spec.counts(backbone, train.num_classes());
+    let report_path = dir.join("report.json");
+    let report: petl_core::train::TrainReport = match std::fs::read(&report_path) {
+        Ok(bytes) if serde_json::from_slice::<petl_core::train::TrainReport>(&bytes).is_ok_and(|r| r.epochs.len() == cfg.epochs) => {
+            serde_json::from_slice(&bytes)?
+        }
+        _ => {
+            save_json(&dir.join("config.json"), &serde_json::json!({
+                "method": spec, "backbone": backbone, "train": &cfg, "task": task, "classes": train.num_classes(),
+            }))?;
+            let model = spec.build(backbone, train.num_classes(), &device.clone().autodiff()).load_backbone(weights()?)?;
+            let mut trainer = Trainer::new(cfg);
+            trainer.run_dir = Some(dir.to_path_buf());
+            trainer.progress = !quiet;
+            trainer.label = format!("{task:>12} {:>8}", spec.method.label());
+            let (model, report) = model.fit(&trainer, train, test)?;
+            petl_core::checkpoint::save_adapter(
+                &dir.join("adapter.safetensors"),
+                &model.adapter_tensors(spec.method == Method::Full),
+                &adapter_json(spec, backbone, train.num_classes()),
+            )?;
+            if report.trainable_params != counts.trainable_params {
+                bail!("{task}/{}: measured {} trainable parameters, formula says {}", spec.method.label(), report.trainable_params, counts.trainable_params);
+            }
+            report
+        }
+    };
+    println!(
+        "{task:>12} {:>8}: best {:.1}% final {:.1}%  trainable {}  {:.0} samples/s",
+        spec.method.label(),
+        report.best_test_acc,
+        report.final_test_acc,
+        report.trainable_params,
+        report.samples_per_sec
+    );
+    Ok(Cell {
+        task: task.into(),
+        group: group.into(),
+        method: spec.method.label().into(),
+        best_acc: report.best_test_acc,
+        final_acc: report.final_test_acc,
+        trainable_params: report.trainable_params,
+        adapter_params: counts.adapter_params,
+        samples_per_sec: report.samples_per_sec,
+        peak_rss_bytes: report.peak_rss_bytes,
+        wall_secs: report.wall_secs,
+    })
+}
+
+/// Entry point of `reproduce`.
+pub fn run(args: ReproduceArgs) -> Result<()> {
+    if args.paper != "arc" {
+        bail!("unknown paper `{}`: only `arc` is implemented so far", args.paper);
+    }
+    let device = petl_core::device::device_from_name(&args.backend)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let start = std::time::Instant::now();
+    let (cells, methods, tasks) = if args.vtab_root.is_some() || args.fgvc_root.is_some() {
+        run_real(&args, &device)?
+    } else {
+        run_embedded(&args, &device)?
+    };
+    let md = table::markdown(&cells, &methods, &tasks);
+    println!("\n{md}");
+    println!("wall time {:.0}s, peak RSS {}", start.elapsed().as_secs_f64(), petl_core::accounting::peak_rss_bytes().map(|b| format!("{:.0} MiB", b as f64 / 1048576.0)).unwrap_or("n/a".into()));
+    petl_core::checkpoint::write_atomic(&args.out.join("table.md"), md.as_bytes())?;
+    save_json(&args.out.join("results.json"), &serde_json::json!({
+        "cells": cells,
+        "summary": table::summarise(&cells, &methods, &tasks),
+        "wall_secs": start.elapsed().as_secs_f64(),
+    }))?;
+    println!("wrote {}/table.md and results.json", args.out.display());
+    Ok(())
+}
+
+fn methods_or(args: &ReproduceArgs, default: &[Method]) -> Vec<Method> {
+    if args.methods.is_empty() { default.to_vec() } else { args.methods.clone() }
+}
+
+fn run_embedded(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<String>, Vec<(String, String)>)> {
+    let e = Embedded::new(args.scale);
+    let tasks: Vec<ShapesTask> = if args.tasks.is_empty() {
+        e.tasks.clone()
+    } else {
+        args.tasks.iter().map(|t| t.parse::<ShapesTask>().map_err(anyhow::Error::from)).collect::<Result<_>>()?
+    };
+    let methods = methods_or(args, &[Method::Arc, Method::ArcAtt, Method::Lora, Method::Adapter, Method::Linear, Method::Full]);
+    let (backbone, weights_path) = pretrained_backbone(&e, args.seed, device, args.quiet)?;
+    let weights = || Ok(petl_core::weights::read_safetensors(&weights_path)?);
+    let arc = ArcConfig::new().with_bottleneck(args.bottleneck.unwrap_or(8));
+    let mut cells = vec![];
+    let mut columns = vec![];
+    for task in &tasks {
+        let group = task.group().map(|g| format!("{g:?}")).unwrap_or_else(|| "Other".into());
+        columns.push((task.name().to_string(), group.clone()));
+        let train = ShapesDataset::new(*task, e.train_n, e.vit.image_size, args.seed.wrapping_add(1));
+        let test = ShapesDataset::new(*task, e.test_n, e.vit.image_size, args.seed.wrapping_add(2));
+        for &method in &methods {
+            let spec = MethodSpec::new(method, arc.clone());
+            let cfg = embedded_recipe(method, args.epochs.unwrap_or(e.epochs), args.seed);
+            let dir = args.out.join(task.name()).join(method.name());
+            cells.push(run_one(&spec, &backbone, &weights, cfg, &train, &test, &dir, device, args.quiet, (task.name(), &group))?);
+        }
+    }
+    Ok((cells, methods.iter().map(|m| m.label().to_string()).collect(), columns))
+}
+
+/// Swin-B VTAB per-task (lr, weight decay) of the official script (spec §9).
+fn swin_vtab_recipe(task: VtabTask) -> (f64, f64) {
+    use VtabTask::*;
+    match task {
+        Cifar => (0.005, 0.01),
+        Caltech101 => (0.003, 0.05),
+        Dtd => (0.005, 0.05),
+        OxfordFlowers102 => (0.005, 5e-5),
+        OxfordIiitPet => (0.01, 0.05),
+        Svhn => (0.01, 0.05),
+        Sun397 => (0.005, 5e-5),
+        PatchCamelyon => (0.005, 5e-5),
+        Eurosat => (0.003, 0.0),
+        Resisc45 => (0.01, 0.0),
+        DiabeticRetinopathy => (0.005, 5e-5),
+        ClevrCount => (0.002, 0.05),
+        ClevrDist => (0.001, 0.05),
+        Dmlab => (0.005, 0.01),
+        Kitti => (0.01, 0.0),
+        DspritesLoc => (0.01, 0.0),
+        DspritesOri => (0.005, 0.0),
+        SmallnorbAzi => (0.01, 0.005),
+        SmallnorbEle => (0.001, 0.05),
+    }
+}
+
+fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<String>, Vec<(String, String)>)> {
+    let backbone = BackboneConfig::preset(&args.backbone)?;
+    let Some(weights_path) = args.weights.clone() else {
+        bail!("real-data runs need --weights (e.g. ViT-B_16.npz): petl never trains from random weights silently");
+    };
+    let is_swin = matches!(backbone, BackboneConfig::Swin(_));
+    let mut arc = ArcConfig::new().with_bottleneck(args.bottleneck.unwrap_or(50));
+    if is_swin {
+        arc = arc.with_adapter_dropout(0.5).with_mlp_site(MlpAdapterSite::Residual);
+    }
+    let weights = || load_backbone_weights(&weights_path, &backbone);
+    weights().with_context(|| format!("checking {}", weights_path.display()))?;
+    let size = backbone.image_size() as u32;
+    let epochs = args.epochs.unwrap_or(100);
+    let mut cells = vec![];
+    let mut columns = vec![];
+    let mut methods_seen = vec![];
+    if let Some(root) = &args.vtab_root {
+        let methods = methods_or(args, &[Method::Arc]);
+        let tasks: Vec<VtabTask> = if args.tasks.is_empty() {
+            VtabTask::ALL.to_vec()
+        } else {
+            args.tasks.iter().map(|t| t.parse::<VtabTask>().map_err(anyhow::Error::from)).collect::<Result<_>>()?
+        };
+        for task in tasks {
+            let group = format!("{:?}", task.group());
+            columns.push((task.folder().to_string(), group.clone()));
+            let train = VtabDataset::open(root, task, VtabSplit::Train800Val200, Preprocess::vtab(size))?;
+            let test = VtabDataset::open(root, task, VtabSplit::Test, Preprocess::vtab(size))?;
+            for &method in &methods {
+                let (lr, wd) = if is_swin { swin_vtab_recipe(task) } else { (0.01, 0.0) };
+                let cfg = TrainConfig::new().with_epochs(epochs).with_lr(lr).with_weight_decay(wd).with_official_step_count(true).with_seed(args.seed);
+                let spec = MethodSpec::new(method, arc.clone());
+                let dir = args.out.join("vtab").join(task.folder()).join(method.name());
+                cells.push(run_one(&spec, &backbone, &weights, cfg, &train, &test, &dir, device, args.quiet, (task.folder(), &group))?);
+            }
+            methods_seen = methods.clone();
+        }
+    }
+    if let Some(root) = &args.fgvc_root {
+        let methods = methods_or(args, &[Method::ArcAtt]);
+        let tasks: Vec<FgvcTask> = if args.tasks.is_empty() || args.vtab_root.is_some() {
+            FgvcTask::ALL.to_vec()
+        } else {
+            args.tasks.iter().map(|t| t.parse::<FgvcTask>().map_err(anyhow::Error::from)).collect::<Result<_>>()?
+        };
+        for task in tasks {
+            columns.push((task.folder().to_string(), "FGVC".to_string()));
+            let train = FgvcDataset::open(root, task, FgvcSplit::Train, Preprocess::fgvc_train(size))?;
+            let test = FgvcDataset::open(root, task, FgvcSplit::Test, Preprocess::fgvc_eval(size))?;
+            for &method in &methods {
+                let cfg = TrainConfig::new().with_epochs(epochs).with_lr(0.005).with_weight_decay(0.01).with_official_step_count(true).with_seed(args.seed);
+                let spec = MethodSpec::new(method, arc.clone());
+                let dir = args.out.join("fgvc").join(task.folder()).join(method.name());
+                cells.push(run_one(&spec, &backbone, &weights, cfg, &train, &test, &dir, device, args.quiet, (task.folder(), "FGVC"))?);
+            }
+            for m in methods.iter() {
+                if !methods_seen.contains(m) {
+                    methods_seen.push(*m);
+                }
+            }
+        }
+    }
+    Ok((cells, methods_seen.iter().map(|m| m.label().to_string()).collect(), columns))
+}
