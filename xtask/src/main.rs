@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use petl_core::model::BackboneConfig;
-use petl_core::weights::{families, read_checkpoint, TensorMap};
+use petl_core::weights::{TensorMap, families, read_checkpoint};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "petl: parameter-efficient transfer learning on Burn")]
@@ -65,7 +65,8 @@ pub fn save_json(path: &Path, value: &serde_json::Value) -> Result<()> {
 /// Google `.npz` (ViT), timm safetensors/`.pth` (ViT or Swin), or our own backbone tensors.
 pub fn load_backbone_weights(path: &Path, backbone: &BackboneConfig) -> Result<TensorMap> {
     let map = read_checkpoint(path)?;
-    let ours = map.tensors.keys().any(|k| k == "cls_token" || k == "patch_embed.weight") && !map.tensors.contains_key("patch_embed.proj.weight");
+    let ours = map.tensors.keys().any(|k| k == "cls_token" || k == "patch_embed.weight")
+        && !map.tensors.contains_key("patch_embed.proj.weight");
     Ok(match backbone {
         BackboneConfig::Vit(_) if path.extension().is_some_and(|e| e == "npz") => families::vit_google_npz(map)?,
         BackboneConfig::Vit(_) if ours => map,

@@ -1,17 +1,17 @@
 //! The methods `reproduce`, `params` and `predict` dispatch over, and one wrapper enum over
 //! their models (the `ModelWrapper` pattern): each arm is a [`Classifier`] with its tuner.
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use arc::{ArcClassifier, ArcConfig, ArcVariant};
 use burn::prelude::*;
 use clap::ValueEnum;
 use petl_core::accounting::ParamCounts;
 use petl_core::data::ImageDataset;
 use petl_core::hooks::NoHooks;
-use petl_core::model::{init_head, BackboneConfig, Classifier, HeadInit, PlainClassifier};
+use petl_core::model::{BackboneConfig, Classifier, HeadInit, PlainClassifier, init_head};
 use petl_core::train::{Classify, TrainReport, Trainer};
 use petl_core::tuners::{BottleneckAdapter, BottleneckAdapterConfig, Lora, LoraConfig};
-use petl_core::weights::{collect, TensorMap};
+use petl_core::weights::{TensorMap, collect};
 use serde::{Deserialize, Serialize};
 
 /// A method (a row of the papers' tables).
@@ -68,7 +68,12 @@ impl MethodSpec {
     /// Defaults of each method; `arc.variant` follows `method`.
     pub fn new(method: Method, arc: ArcConfig) -> Self {
         let variant = if method == Method::ArcAtt { ArcVariant::ArcAtt } else { ArcVariant::Arc };
-        Self { method, arc: arc.with_variant(variant), lora: LoraConfig::new(), adapter: BottleneckAdapterConfig::new() }
+        Self {
+            method,
+            arc: arc.with_variant(variant),
+            lora: LoraConfig::new(),
+            adapter: BottleneckAdapterConfig::new(),
+        }
     }
 
     /// Parameter counts from the configs alone (nothing allocated).
@@ -96,7 +101,11 @@ impl MethodSpec {
         let head = || init_head(layout.feature_dim, classes, arc::head_init(backbone), device);
         match self.method {
             Method::Arc | Method::ArcAtt => AnyClassifier::Arc(arc::build(backbone, &self.arc, classes, device)),
-            Method::Lora => AnyClassifier::Lora(Classifier { backbone: frozen(), tuner: self.lora.init(&layout, device), head: head() }),
+            Method::Lora => AnyClassifier::Lora(Classifier {
+                backbone: frozen(),
+                tuner: self.lora.init(&layout, device),
+                head: head(),
+            }),
             Method::Adapter => AnyClassifier::Adapter(Classifier {
                 backbone: frozen(),
                 tuner: self.adapter.init(&layout, device),
@@ -170,7 +179,12 @@ impl AnyClassifier {
     }
 
     /// Trains with `trainer`.
-    pub fn fit(self, trainer: &Trainer, train: &dyn ImageDataset, test: &dyn ImageDataset) -> Result<(Self, TrainReport)> {
+    pub fn fit(
+        self,
+        trainer: &Trainer,
+        train: &dyn ImageDataset,
+        test: &dyn ImageDataset,
+    ) -> Result<(Self, TrainReport)> {
         Ok(match self {
             AnyClassifier::Arc(m) => trainer.fit(m, train, test).map(|(m, r)| (AnyClassifier::Arc(m), r))?,
             AnyClassifier::Lora(m) => trainer.fit(m, train, test).map(|(m, r)| (AnyClassifier::Lora(m), r))?,
@@ -194,15 +208,18 @@ impl AnyClassifier {
     pub fn merged(self) -> Result<PlainClassifier> {
         match self {
             AnyClassifier::Arc(m) => Ok(arc::merge(m)?),
-            AnyClassifier::Lora(m) => match m.backbone {
-                petl_core::model::Backbone::Vit(vit) => Ok(Classifier {
-                    backbone: petl_core::model::Backbone::Vit(m.tuner.merge_into(vit)),
-                    tuner: NoHooks,
-                    head: m.head,
-                }),
-                _ => bail!("LoRA merging is implemented for ViT backbones only"),
-            },
-            AnyClassifier::Plain(m) => Ok(m),
+            AnyClassifier::Lora(m) => {
+                let m = m.valid();
+                match m.backbone {
+                    petl_core::model::Backbone::Vit(vit) => Ok(Classifier {
+                        backbone: petl_core::model::Backbone::Vit(m.tuner.merge_into(vit)),
+                        tuner: NoHooks,
+                        head: m.head,
+                    }),
+                    _ => bail!("LoRA merging is implemented for ViT backbones only"),
+                }
+            }
+            AnyClassifier::Plain(m) => Ok(m.valid()),
             AnyClassifier::Adapter(_) => bail!("the bottleneck adapter is non-linear and cannot be merged"),
         }
     }

@@ -8,18 +8,18 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use arc::{ArcConfig, ArcVariant};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use clap::Args;
-use petl_core::data::preprocess::{load_image, Preprocess};
+use petl_core::data::preprocess::{Preprocess, load_image};
 use petl_core::model::BackboneConfig;
 use petl_core::vit::VitConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::methods::{Method, MethodSpec};
 use crate::load_backbone_weights;
+use crate::methods::{Method, MethodSpec};
 
 /// Options of `predict`.
 #[derive(Args, Debug)]
@@ -103,7 +103,14 @@ impl ModelJson {
     }
 
     fn vit(&self) -> VitConfig {
-        VitConfig::new(self.image_size, self.patch_size, self.hidden_size, self.num_layers, self.num_heads, self.mlp_dim)
+        VitConfig::new(
+            self.image_size,
+            self.patch_size,
+            self.hidden_size,
+            self.num_layers,
+            self.num_heads,
+            self.mlp_dim,
+        )
     }
 }
 
@@ -131,7 +138,11 @@ fn read_input(args: &PredictArgs, size: usize) -> Result<(Vec<f32>, usize)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading image folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+        })
         .collect();
     files.sort();
     if files.is_empty() {
@@ -176,7 +187,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 BackboneConfig::Vit(v) => v.num_heads,
                 BackboneConfig::Swin(_) => bail!("official .pth checkpoints are ViT; got --backbone {b}"),
             },
-            (None, None) => bail!("an official checkpoint does not record the number of heads: give --config or --backbone"),
+            (None, None) => {
+                bail!("an official checkpoint does not record the number of heads: give --config or --backbone")
+            }
         };
         let (vit, arc) = shapes.configs(heads);
         let spec = MethodSpec::new(if shapes.variant == ArcVariant::Arc { Method::Arc } else { Method::ArcAtt }, arc);
@@ -190,7 +203,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
         if let Some(c) = &args.config {
             let given = parse_config(c)?;
             if given != stored {
-                bail!("{}: checkpoint was trained for {stored:?}, but --config says {given:?}", args.checkpoint.display());
+                bail!(
+                    "{}: checkpoint was trained for {stored:?}, but --config says {given:?}",
+                    args.checkpoint.display()
+                );
             }
         }
         let backbone = BackboneConfig::Vit(stored.vit());
@@ -203,7 +219,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
         let spec = MethodSpec::new(args.method, arc);
         let mut model = spec.build(&backbone, stored.num_classes, &device);
         if args.method != Method::Full {
-            let weights = args.weights.as_ref().context("adapter-only checkpoints need the frozen backbone: give --weights")?;
+            let weights =
+                args.weights.as_ref().context("adapter-only checkpoints need the frozen backbone: give --weights")?;
             model = model.load_backbone(load_backbone_weights(weights, &backbone)?)?;
         }
         (model.load_tensors(tensors)?, stored.image_size)
@@ -214,7 +231,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let mut classes = 0;
     for start in (0..n).step_by(args.batch.max(1)) {
         let end = (start + args.batch.max(1)).min(n);
-        let x = Tensor::<4>::from_data(TensorData::new(data[start * per..end * per].to_vec(), [end - start, 3, size, size]), &device);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(data[start * per..end * per].to_vec(), [end - start, 3, size, size]),
+            &device,
+        );
         let out = petl_core::weights::HostTensor::from_tensor(&model.logits(x));
         classes = out.shape[1];
         logits.extend(out.data);

@@ -63,7 +63,9 @@ pub fn summarise(cells: &[Cell], methods: &[String], tasks: &[(String, String)])
             let row: Vec<&Cell> = cells.iter().filter(|c| &c.method == m).collect();
             let group_means: Vec<(String, f64)> = groups
                 .iter()
-                .map(|g| (g.clone(), mean(&row.iter().filter(|c| &c.group == g).map(|c| c.best_acc).collect::<Vec<_>>())))
+                .map(|g| {
+                    (g.clone(), mean(&row.iter().filter(|c| &c.group == g).map(|c| c.best_acc).collect::<Vec<_>>()))
+                })
                 .collect();
             RowSummary {
                 method: m.clone(),
@@ -121,7 +123,8 @@ pub fn markdown(cells: &[Cell], methods: &[String], tasks: &[(String, String)]) 
         if let Some(g) = last_group {
             let _ = write!(line, " **{:.1}** |", group_mean(g));
         }
-        let _ = write!(line, " {:.1} | {:.1} | {} |", s.mean_of_tasks, s.mean_of_groups, params(s.mean_trainable_params));
+        let _ =
+            write!(line, " {:.1} | {:.1} | {} |", s.mean_of_tasks, s.mean_of_groups, params(s.mean_trainable_params));
         let _ = writeln!(out, "{line}");
     }
     out
@@ -167,7 +170,11 @@ mod tests {
             ("b".to_string(), "Natural".to_string()),
             ("c".to_string(), "Structured".to_string()),
         ];
-        let cells = vec![cell("a", "Natural", "ARC", 80.0), cell("b", "Natural", "ARC", 60.0), cell("c", "Structured", "ARC", 40.0)];
+        let cells = vec![
+            cell("a", "Natural", "ARC", 80.0),
+            cell("b", "Natural", "ARC", 60.0),
+            cell("c", "Structured", "ARC", 40.0),
+        ];
         let s = &summarise(&cells, &["ARC".into()], &tasks)[0];
         assert_eq!(s.group_means, vec![("Natural".into(), 70.0), ("Structured".into(), 40.0)]);
         assert!((s.mean_of_tasks - 60.0).abs() < 1e-9);

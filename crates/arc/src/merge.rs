@@ -3,7 +3,7 @@
 //! Applied to q, k, v (attention pair) and fc1 (MLP pair) of every ViT block, the merged model
 //! is the plain backbone: zero extra parameters and FLOPs.
 
-use burn::module::Param;
+use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::prelude::*;
 use petl_core::hooks::NoHooks;
@@ -27,13 +27,15 @@ fn fold_all(linears: &mut [&mut Linear], adapter: &LayerAdapter, u: Tensor<2>) {
     }
 }
 
-/// Merges ARC into the backbone, returning a plain classifier with the same eval-mode logits.
+/// Merges ARC into the backbone, returning a plain classifier (in evaluation mode, on the
+/// model's device without autodiff) with the same eval-mode logits.
 ///
 /// # Errors
 /// [`ArcError::NotMergeable`] for an MLP adapter on the residual stream (official Swin site:
 /// LN2 sits between it and fc1, and it also changes the skip path).
 pub fn merge(model: ArcClassifier) -> Result<PlainClassifier, ArcError> {
-    let Classifier { backbone, tuner, head } = model;
+    // Merging produces inference weights: work on the evaluation snapshot (no autodiff graph).
+    let Classifier { backbone, tuner, head } = model.valid();
     if tuner.mlp_on_residual && !tuner.mlp.is_empty() {
         return Err(ArcError::NotMergeable(
             "the MLP adapter sits on the residual stream (official Swin site); use mlp_site = branch-input".into(),

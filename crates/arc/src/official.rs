@@ -1,9 +1,9 @@
 //! State dicts of the official PyTorch code (`Model/ARC_ViT.py`, key names of spec §11) →
 //! paths of [`crate::ArcClassifier`]. Torch `[out, in]` Linear weights are transposed.
 
+use petl_core::Error;
 use petl_core::vit::VitConfig;
 use petl_core::weights::{HostTensor, TensorMap};
-use petl_core::Error;
 
 use crate::{ArcConfig, ArcVariant};
 
@@ -68,7 +68,14 @@ pub fn inspect(src: &TensorMap) -> petl_core::Result<OfficialShapes> {
 impl OfficialShapes {
     /// Backbone and ARC configs, with the head count supplied by the caller.
     pub fn configs(&self, num_heads: usize) -> (VitConfig, ArcConfig) {
-        let vit = VitConfig::new(self.image_size, self.patch_size, self.hidden_size, self.num_layers, num_heads, self.mlp_dim);
+        let vit = VitConfig::new(
+            self.image_size,
+            self.patch_size,
+            self.hidden_size,
+            self.num_layers,
+            num_heads,
+            self.mlp_dim,
+        );
         let arc = ArcConfig::new().with_bottleneck(self.adapter_dim).with_variant(self.variant);
         (vit, arc)
     }
@@ -83,11 +90,12 @@ pub fn rename(mut src: TensorMap) -> petl_core::Result<TensorMap> {
     let mut dst = TensorMap::new(src.source.clone());
     let t = |h: HostTensor| h.t();
     let same = |h: HostTensor| h;
-    let mut mv = |src: &mut TensorMap, from: &str, to: &str, f: &dyn Fn(HostTensor) -> HostTensor| -> petl_core::Result<()> {
-        let v = src.take(from)?;
-        dst.insert(to, f(v));
-        Ok(())
-    };
+    let mut mv =
+        |src: &mut TensorMap, from: &str, to: &str, f: &dyn Fn(HostTensor) -> HostTensor| -> petl_core::Result<()> {
+            let v = src.take(from)?;
+            dst.insert(to, f(v));
+            Ok(())
+        };
     let vit = "backbone.Vit";
     mv(&mut src, "embedding.cls", &format!("{vit}.cls_token"), &same)?;
     mv(&mut src, "embedding.position_embedding", &format!("{vit}.pos_embed"), &same)?;
@@ -103,7 +111,14 @@ pub fn rename(mut src: TensorMap) -> petl_core::Result<TensorMap> {
     }
     for i in 0..info.num_layers {
         let (l, b) = (format!("transformer.layer.{i}"), format!("{vit}.blocks.{i}"));
-        for (theirs, ours) in [("attention.query", "query"), ("attention.key", "key"), ("attention.value", "value"), ("attention.projective", "proj"), ("mlp.fc1", "fc1"), ("mlp.fc2", "fc2")] {
+        for (theirs, ours) in [
+            ("attention.query", "query"),
+            ("attention.key", "key"),
+            ("attention.value", "value"),
+            ("attention.projective", "proj"),
+            ("mlp.fc1", "fc1"),
+            ("mlp.fc2", "fc2"),
+        ] {
             mv(&mut src, &format!("{l}.{theirs}.weight"), &format!("{b}.{ours}.weight"), &t)?;
             mv(&mut src, &format!("{l}.{theirs}.bias"), &format!("{b}.{ours}.bias"), &same)?;
         }

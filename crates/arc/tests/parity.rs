@@ -5,16 +5,16 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use arc::{build, merge, official, ArcConfig, ArcVariant};
+use arc::{ArcConfig, ArcVariant, build, merge, official};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use petl_core::model::BackboneConfig;
-use petl_core::train::{clip_global_norm, Classify};
+use petl_core::train::{Classify, clip_global_norm};
 use petl_core::vit::VitConfig;
-use petl_core::weights::{apply, collect_with_ids, read_safetensors, HostTensor, TensorMap};
+use petl_core::weights::{HostTensor, TensorMap, apply, collect_with_ids, read_safetensors};
 
 fn fixture(name: &str) -> TensorMap {
     read_safetensors(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).unwrap()
@@ -26,7 +26,11 @@ fn official_map(fx: &TensorMap, prefix: &str) -> TensorMap {
     let mut out = TensorMap::new(prefix);
     for (k, v) in &fx.tensors {
         if let Some(name) = k.strip_prefix("param.") {
-            let t = fx.tensors.get(&format!("{prefix}{name}")).cloned().unwrap_or_else(|| HostTensor::new(v.shape.clone(), vec![0.0; v.data.len()]));
+            let t = fx
+                .tensors
+                .get(&format!("{prefix}{name}"))
+                .cloned()
+                .unwrap_or_else(|| HostTensor::new(v.shape.clone(), vec![0.0; v.data.len()]));
             out.insert(name, t);
         }
     }
@@ -155,7 +159,8 @@ fn arc_att_gradients_and_adamw_steps_match_pytorch() {
 
 #[test]
 fn schedule_matches_reference() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schedule.json")).unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schedule.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let s = petl_core::train::WarmupCosine::new(320, 3200);
     for (k, f) in v["f"].as_array().unwrap().iter().enumerate() {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use crate::weights::{read_safetensors, write_safetensors, TensorMap};
+use crate::weights::{TensorMap, read_safetensors, write_safetensors};
 use crate::{Error, Result};
 
 /// Metadata key holding the JSON config in adapter checkpoints.
@@ -51,6 +51,7 @@ pub fn load_adapter(path: &Path) -> Result<(TensorMap, serde_json::Value)> {
         .as_ref()
         .and_then(|m| m.get(CONFIG_KEY))
         .ok_or_else(|| Error::format(path, format!("no `{CONFIG_KEY}` metadata: not a petl adapter checkpoint")))?;
-    let config = serde_json::from_str(json).map_err(|e| Error::format(path, format!("`{CONFIG_KEY}` is not JSON: {e}")))?;
+    let config =
+        serde_json::from_str(json).map_err(|e| Error::format(path, format!("`{CONFIG_KEY}` is not JSON: {e}")))?;
     Ok((tensors, config))
 }

@@ -67,8 +67,8 @@ pub fn device_from_name(name: &str) -> crate::Result<Device> {
             #[allow(unreachable_code)]
             missing("cuda")
         }
-        other => Err(crate::Error::Config(format!(
-            "unknown backend `{other}` (known: flex, ndarray, wgpu, tch, cuda)"
-        ))),
+        other => {
+            Err(crate::Error::Config(format!("unknown backend `{other}` (known: flex, ndarray, wgpu, tch, cuda)")))
+        }
     }
 }

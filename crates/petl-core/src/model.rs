@@ -10,7 +10,7 @@ use burn::module::ModuleDisplay;
 use crate::hooks::{BlockHooks, Layout, NoHooks};
 use crate::swin::{Swin, SwinConfig};
 use crate::vit::{Vit, VitConfig};
-use crate::weights::{apply, collect, LoadReport, TensorMap};
+use crate::weights::{LoadReport, TensorMap, apply, collect};
 
 /// Configuration of an image backbone, tagged by family (`{"vit": {...}}` in JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

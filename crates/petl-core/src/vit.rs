@@ -6,9 +6,9 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::Distribution;
 use burn::tensor::activation::gelu;
 use burn::tensor::module::attention;
-use burn::tensor::Distribution;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::hooks::{BlockHooks, BlockId, BlockInfo, Layout, LinearSite};
@@ -85,11 +85,7 @@ impl VitConfig {
     pub fn layout(&self) -> Layout {
         Layout {
             blocks: (0..self.num_layers)
-                .map(|i| BlockInfo {
-                    id: BlockId { stage: 0, index: i },
-                    dim: self.hidden_size,
-                    mlp_dim: self.mlp_dim,
-                })
+                .map(|i| BlockInfo { id: BlockId { stage: 0, index: i }, dim: self.hidden_size, mlp_dim: self.mlp_dim })
                 .collect(),
             feature_dim: self.hidden_size,
         }
@@ -111,14 +107,10 @@ impl VitConfig {
         self.validate().expect("valid ViT config");
         let d = self.hidden_size;
         let ln = LayerNormConfig::new(d).with_epsilon(self.layer_norm_eps);
-        let lin = |i, o| {
-            LinearConfig::new(i, o)
-                .with_initializer(Initializer::XavierUniform { gain: 1.0 })
-                .init(device)
-        };
-        let normal = |shape: [usize; 3]| {
-            Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, 0.02), device))
-        };
+        let lin =
+            |i, o| LinearConfig::new(i, o).with_initializer(Initializer::XavierUniform { gain: 1.0 }).init(device);
+        let normal =
+            |shape: [usize; 3]| Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, 0.02), device));
         Vit {
             patch_embed: Conv2dConfig::new([self.in_channels, d], [self.patch_size; 2])
                 .with_stride([self.patch_size; 2])

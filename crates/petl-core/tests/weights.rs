@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use petl_core::hooks::NoHooks;
 use petl_core::vit::{Vit, VitConfig};
-use petl_core::weights::{apply, families, read_checkpoint, read_npz, HostTensor, TensorMap};
+use petl_core::weights::{HostTensor, TensorMap, apply, families, read_checkpoint, read_npz};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -47,7 +47,10 @@ fn npz_missing_key_is_named() {
     let mut map = read_npz(&fixture("vit_tiny_google.npz")).unwrap();
     map.tensors.remove("Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel");
     let err = families::vit_google_npz(map).unwrap_err().to_string();
-    assert!(err.contains("vit_tiny_google.npz") && err.contains("Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel"), "{err}");
+    assert!(
+        err.contains("vit_tiny_google.npz") && err.contains("Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -56,7 +59,12 @@ fn checkpoint_of_another_size_is_rejected_by_name() {
     let wider = VitConfig::new(16, 4, 32, 2, 4, 128).init(&Device::flex());
     let (_, report) = apply(wider, map);
     let err = report.check("vit_tiny_google.npz", |_| false).unwrap_err().to_string();
-    assert!(err.contains("vit_tiny_google.npz") && err.contains("blocks.0.query.weight") && err.contains("another backbone size"), "{err}");
+    assert!(
+        err.contains("vit_tiny_google.npz")
+            && err.contains("blocks.0.query.weight")
+            && err.contains("another backbone size"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -15,8 +15,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::preprocess::{Preprocess, load_image};
-use super::{ImageDataset, ImageSample};
+use super::preprocess::Preprocess;
+use super::{FileDataset, FileTask};
 use crate::{Error, Result};
 
 /// The five FGVC benchmarks.
@@ -138,11 +138,16 @@ impl FgvcSplit {
 
 /// One split of one FGVC task, validated on open; images are decoded lazily in
 /// [`ImageDataset::get`].
-#[derive(Clone, Debug)]
-pub struct FgvcDataset {
-    task: FgvcTask,
-    preprocess: Preprocess,
-    samples: Vec<(PathBuf, usize)>,
+pub type FgvcDataset = FileDataset<FgvcTask>;
+
+impl FileTask for FgvcTask {
+    fn folder(self) -> &'static str {
+        FgvcTask::folder(self)
+    }
+
+    fn num_classes(self) -> usize {
+        FgvcTask::num_classes(self)
+    }
 }
 
 /// `(key, raw id)` pairs of a split file, in key order.
@@ -178,7 +183,7 @@ fn set_difference(a: &BTreeSet<i64>, b: &BTreeSet<i64>) -> String {
     )
 }
 
-impl FgvcDataset {
+impl FileDataset<FgvcTask> {
     /// Reads and checks `<root>/<Name>/<split>.json` (sample order = key order), maps its ids
     /// to labels (see the module doc), and checks every image exists. Always reads
     /// `train.json` and `test.json` too, to check that their id sets agree.
@@ -253,53 +258,14 @@ impl FgvcDataset {
             }
             samples.push((path, label));
         }
-        Ok(FgvcDataset { task, preprocess, samples })
-    }
-
-    /// The task.
-    pub fn task(&self) -> FgvcTask {
-        self.task
-    }
-
-    /// The view applied by [`ImageDataset::get`].
-    pub fn preprocess(&self) -> &Preprocess {
-        &self.preprocess
-    }
-
-    /// `(absolute image path, label)` in JSON key order.
-    pub fn samples(&self) -> &[(PathBuf, usize)] {
-        &self.samples
-    }
-}
-
-impl ImageDataset for FgvcDataset {
-    fn name(&self) -> &str {
-        self.task.folder()
-    }
-
-    fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    fn num_classes(&self) -> usize {
-        self.task.num_classes()
-    }
-
-    fn image_size(&self) -> usize {
-        self.preprocess.size() as usize
-    }
-
-    fn get(&self, index: usize, augment: Option<u64>) -> Result<ImageSample> {
-        let (path, label) = self.samples.get(index).ok_or_else(|| {
-            Error::Config(format!("{}: sample index {index} out of range 0..{}", self.task, self.samples.len()))
-        })?;
-        Ok(ImageSample { image: load_image(path, &self.preprocess, augment)?, label: *label })
+        Ok(FileDataset::new(task, preprocess, samples))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::ImageDataset;
     use image::{Rgb, RgbImage};
 
     /// OxfordFlowers layout (image root = task folder) with images `jpg/image_{0..6}.jpg`.

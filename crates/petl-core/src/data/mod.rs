@@ -5,8 +5,12 @@
 //! - [`preprocess`]: decoding and the papers' resize / crop / flip / normalisation.
 //! - [`shapes`]: the procedural, seedable shapes world of the embedded default.
 
+use std::path::PathBuf;
+
 use burn::prelude::*;
 use burn::tensor::TensorData;
+
+use self::preprocess::{Preprocess, load_image};
 
 pub mod fgvc;
 pub mod preprocess;
@@ -39,6 +43,69 @@ pub trait ImageDataset: Send + Sync {
     /// Sample `index`. `augment` carries a per-sample seed when training-time augmentation
     /// (random crop, flip) should be applied; `None` gives the deterministic evaluation view.
     fn get(&self, index: usize, augment: Option<u64>) -> crate::Result<ImageSample>;
+}
+
+/// A task whose samples are image files on disk (VTAB-1k, FGVC).
+pub trait FileTask: Copy + std::fmt::Display + Send + Sync {
+    /// Folder name of the task under the dataset root.
+    fn folder(self) -> &'static str;
+    /// Number of classes `K`.
+    fn num_classes(self) -> usize;
+}
+
+/// One split of a file-based task: `(image file, label)` pairs, checked when opened (see
+/// `VtabDataset::open`, `FgvcDataset::open`), decoded and preprocessed lazily in `get`.
+#[derive(Clone, Debug)]
+pub struct FileDataset<T> {
+    task: T,
+    preprocess: Preprocess,
+    samples: Vec<(PathBuf, usize)>,
+}
+
+impl<T: FileTask> FileDataset<T> {
+    pub(crate) fn new(task: T, preprocess: Preprocess, samples: Vec<(PathBuf, usize)>) -> Self {
+        Self { task, preprocess, samples }
+    }
+
+    /// The task.
+    pub fn task(&self) -> T {
+        self.task
+    }
+
+    /// The view applied by [`ImageDataset::get`].
+    pub fn preprocess(&self) -> &Preprocess {
+        &self.preprocess
+    }
+
+    /// `(absolute image path, label)` in file order (list-file lines, JSON keys).
+    pub fn samples(&self) -> &[(PathBuf, usize)] {
+        &self.samples
+    }
+}
+
+impl<T: FileTask> ImageDataset for FileDataset<T> {
+    fn name(&self) -> &str {
+        self.task.folder()
+    }
+
+    fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.task.num_classes()
+    }
+
+    fn image_size(&self) -> usize {
+        self.preprocess.size() as usize
+    }
+
+    fn get(&self, index: usize, augment: Option<u64>) -> crate::Result<ImageSample> {
+        let (path, label) = self.samples.get(index).ok_or_else(|| {
+            crate::Error::Config(format!("{}: sample index {index} out of range 0..{}", self.task, self.samples.len()))
+        })?;
+        Ok(ImageSample { image: load_image(path, &self.preprocess, augment)?, label: *label })
+    }
 }
 
 /// Stacks samples into `images [B, 3, S, S]` and `labels [B]` on `device`.

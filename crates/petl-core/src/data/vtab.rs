@@ -2,13 +2,13 @@
 //! `<relative_image_path> <label>` per line, paths relative to `<root>/<task>/`.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::preprocess::{Preprocess, load_image};
-use super::{ImageDataset, ImageSample};
+use super::preprocess::Preprocess;
+use super::{FileDataset, FileTask};
 use crate::{Error, Result};
 
 /// The three VTAB task groups.
@@ -137,16 +137,21 @@ impl VtabSplit {
     }
 }
 
-/// One split of one VTAB-1k task, validated on open; images are decoded lazily in
+/// One split of one VTAB task, validated on open; images are decoded lazily in
 /// [`ImageDataset::get`].
-#[derive(Clone, Debug)]
-pub struct VtabDataset {
-    task: VtabTask,
-    preprocess: Preprocess,
-    samples: Vec<(PathBuf, usize)>,
+pub type VtabDataset = FileDataset<VtabTask>;
+
+impl FileTask for VtabTask {
+    fn folder(self) -> &'static str {
+        VtabTask::folder(self)
+    }
+
+    fn num_classes(self) -> usize {
+        VtabTask::num_classes(self)
+    }
 }
 
-impl VtabDataset {
+impl FileDataset<VtabTask> {
     /// Reads and checks `<root>/<task>/<split file>`: every non-blank line has exactly two
     /// whitespace-separated fields, the label is an integer in `0..K`, and the image exists.
     /// Sample order is line order.
@@ -194,53 +199,14 @@ impl VtabDataset {
             }
             samples.push((path, label));
         }
-        Ok(VtabDataset { task, preprocess, samples })
-    }
-
-    /// The task.
-    pub fn task(&self) -> VtabTask {
-        self.task
-    }
-
-    /// The view applied by [`ImageDataset::get`].
-    pub fn preprocess(&self) -> &Preprocess {
-        &self.preprocess
-    }
-
-    /// `(absolute image path, label)` in list-file order.
-    pub fn samples(&self) -> &[(PathBuf, usize)] {
-        &self.samples
-    }
-}
-
-impl ImageDataset for VtabDataset {
-    fn name(&self) -> &str {
-        self.task.folder()
-    }
-
-    fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    fn num_classes(&self) -> usize {
-        self.task.num_classes()
-    }
-
-    fn image_size(&self) -> usize {
-        self.preprocess.size() as usize
-    }
-
-    fn get(&self, index: usize, augment: Option<u64>) -> Result<ImageSample> {
-        let (path, label) = self.samples.get(index).ok_or_else(|| {
-            Error::Config(format!("{}: sample index {index} out of range 0..{}", self.task, self.samples.len()))
-        })?;
-        Ok(ImageSample { image: load_image(path, &self.preprocess, augment)?, label: *label })
+        Ok(FileDataset::new(task, preprocess, samples))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::ImageDataset;
     use image::{Rgb, RgbImage};
 
     fn setup(list: &str) -> tempfile::TempDir {

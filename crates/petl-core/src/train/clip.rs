@@ -9,7 +9,12 @@ use burn::prelude::*;
 
 /// Scales all gradients by `min(1, max_norm / (‖g‖₂ + 1e-6))`, `‖g‖₂` over every gradient of
 /// a parameter in `trainable`. Returns the norm before clipping.
-pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64, trainable: &HashSet<ParamId>) -> f64 {
+pub fn clip_global_norm<M: Module>(
+    module: &M,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+    trainable: &HashSet<ParamId>,
+) -> f64 {
     struct SumSquares<'a> {
         grads: &'a GradientsParams,
         trainable: &'a HashSet<ParamId>,

@@ -17,17 +17,17 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::write_atomic;
-use crate::data::{batch, ImageDataset, ImageSample};
-use crate::model::Tuner;
+use crate::data::{ImageDataset, ImageSample, batch};
 use crate::model::Classifier;
+use crate::model::Tuner;
 use crate::weights::{apply_with_ids, collect_with_ids, read_safetensors, write_safetensors};
-use crate::{accounting, Error, Result};
+use crate::{Error, Result, accounting};
 pub use clip::clip_global_norm;
 pub use schedule::WarmupCosine;
 
@@ -163,11 +163,7 @@ fn trainable_ids<M: Module>(module: &M) -> HashSet<ParamId> {
 }
 
 fn load_samples(data: &dyn ImageDataset, indices: &[usize], seeds: Option<&[u64]>) -> Result<Vec<ImageSample>> {
-    indices
-        .par_iter()
-        .enumerate()
-        .map(|(j, &i)| data.get(i, seeds.map(|s| s[j])))
-        .collect()
+    indices.par_iter().enumerate().map(|(j, &i)| data.get(i, seeds.map(|s| s[j]))).collect()
 }
 
 /// Top-1 accuracy (%) of `model` on `data`, in evaluation mode (no autodiff, no dropout).
@@ -197,7 +193,12 @@ impl Trainer {
 
     /// Trains `model` (on an autodiff device, trainable set chosen) on `train`, evaluating on
     /// `test`; resumes from the run folder's last epoch checkpoint when there is one.
-    pub fn fit<M: Classify>(&self, model: M, train: &dyn ImageDataset, test: &dyn ImageDataset) -> Result<(M, TrainReport)> {
+    pub fn fit<M: Classify>(
+        &self,
+        model: M,
+        train: &dyn ImageDataset,
+        test: &dyn ImageDataset,
+    ) -> Result<(M, TrainReport)> {
         let cfg = &self.config;
         if train.is_empty() {
             return Err(Error::Config(format!("training set `{}` is empty", train.name())));
@@ -215,10 +216,7 @@ impl Trainer {
         let device = model.devices().first().cloned().unwrap_or_default();
         let (trainable, frozen) = accounting::measure_trainable(&model);
         let trainable_set = trainable_ids(&model);
-        let mut optim = AdamWConfig::new()
-            .with_weight_decay(cfg.weight_decay as f32)
-            .with_epsilon(1e-8)
-            .init();
+        let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).with_epsilon(1e-8).init();
         let mut loss_cfg = CrossEntropyLossConfig::new();
         if cfg.label_smoothing > 0.0 {
             loss_cfg = loss_cfg.with_smoothing(Some(cfg.label_smoothing as f32));
@@ -237,11 +235,11 @@ impl Trainer {
             let dir = self.checkpoint_dir().expect("progress implies a run folder");
             let tensors = read_safetensors(&dir.join(&progress.tensors))?;
             let (m, report) = apply_with_ids(model, tensors, progress.param_ids.clone());
-            report.check(&dir.join(&progress.tensors).display().to_string(), |p| {
-                !progress.param_ids.contains_key(p)
-            })?;
+            report
+                .check(&dir.join(&progress.tensors).display().to_string(), |p| !progress.param_ids.contains_key(p))?;
             model = m;
-            let bytes = std::fs::read(dir.join(&progress.optimizer)).map_err(|e| Error::io(dir.join(&progress.optimizer), e))?;
+            let bytes = std::fs::read(dir.join(&progress.optimizer))
+                .map_err(|e| Error::io(dir.join(&progress.optimizer), e))?;
             optim = optim
                 .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
                 .map_err(|e| Error::format(dir.join(&progress.optimizer), format!("{e:?}")))?;
@@ -250,11 +248,8 @@ impl Trainer {
             history = progress.history;
         }
 
-        let bar = if self.progress {
-            indicatif::ProgressBar::new(total as u64)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar =
+            if self.progress { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
         bar.set_style(
             indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
                 .expect("valid template")
@@ -265,7 +260,8 @@ impl Trainer {
 
         for epoch in first_epoch..cfg.epochs {
             let epoch_start = Instant::now();
-            let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+            let mut rng =
+                rand::rngs::StdRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
             let mut order: Vec<usize> = (0..train.len()).collect();
             order.shuffle(&mut rng);
             let (mut loss_sum, mut correct, mut seen, mut lr) = (0.0, 0usize, 0usize, 0.0);
@@ -305,7 +301,7 @@ impl Trainer {
             } else {
                 None
             };
-            history.push(EpochLog {
+            let log = EpochLog {
                 epoch: epoch + 1,
                 step,
                 lr,
@@ -313,7 +309,22 @@ impl Trainer {
                 train_acc: 100.0 * correct as f64 / seen.max(1) as f64,
                 test_acc,
                 samples_per_sec,
-            });
+            };
+            if self.progress && bar.is_hidden() {
+                // No terminal (CI, a log file): one line per epoch instead of a bar.
+                eprintln!(
+                    "{} epoch {}/{}: loss {:.3} train acc {:.1}% test acc {} lr {:.2e} {:.0} samples/s",
+                    self.label,
+                    log.epoch,
+                    cfg.epochs,
+                    log.train_loss,
+                    log.train_acc,
+                    log.test_acc.map(|a| format!("{a:.1}%")).unwrap_or_else(|| "-".into()),
+                    log.lr,
+                    log.samples_per_sec
+                );
+            }
+            history.push(log);
             self.write_checkpoint(&model, &optim, epoch + 1, step, &history, &trainable_set)?;
         }
         bar.finish_and_clear();
@@ -345,7 +356,9 @@ impl Trainer {
             return Ok(None);
         }
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::format(&path, format!("corrupt progress file: {e}")))
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::format(&path, format!("corrupt progress file: {e}")))
     }
 
     fn write_checkpoint<M: Module>(
@@ -377,7 +390,6 @@ impl Trainer {
         Ok(())
     }
 }
-
 
 fn remove_stale(dir: &Path, keep: &[&str]) {
     if let Ok(entries) = std::fs::read_dir(dir) {

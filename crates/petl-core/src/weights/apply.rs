@@ -37,7 +37,9 @@ impl LoadReport {
             msg += &format!(" unexpected keys {:?};", self.unexpected);
         }
         for (p, want, got) in &self.mismatched {
-            msg += &format!(" `{p}` has shape {got:?} in the checkpoint but {want:?} in the model (another backbone size?);");
+            msg += &format!(
+                " `{p}` has shape {got:?} in the checkpoint but {want:?} in the model (another backbone size?);"
+            );
         }
         Err(crate::Error::Weights { source_name: source.to_string(), msg: msg.trim_end_matches(';').to_string() })
     }

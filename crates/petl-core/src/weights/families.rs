@@ -7,7 +7,13 @@
 use super::{HostTensor, TensorMap};
 use crate::Result;
 
-fn rename(src: &mut TensorMap, dst: &mut TensorMap, from: &str, to: &str, f: impl FnOnce(HostTensor) -> HostTensor) -> Result<()> {
+fn rename(
+    src: &mut TensorMap,
+    dst: &mut TensorMap,
+    from: &str,
+    to: &str,
+    f: impl FnOnce(HostTensor) -> HostTensor,
+) -> Result<()> {
     let t = src.take(from)?;
     dst.insert(to, f(t));
     Ok(())

@@ -3,10 +3,10 @@
 //! to a module. Loading is strict: missing, unexpected and mis-shaped keys are reported by name.
 
 mod apply;
-mod host;
 pub mod families;
+mod host;
 mod readers;
 
-pub use apply::{apply, apply_with_ids, collect, collect_with_ids, LoadReport};
+pub use apply::{LoadReport, apply, apply_with_ids, collect, collect_with_ids};
 pub use host::{HostTensor, TensorMap};
 pub use readers::{read_checkpoint, read_npz, read_pth, read_safetensors, write_safetensors};

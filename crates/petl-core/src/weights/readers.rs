@@ -10,9 +10,7 @@ fn bytes_to_f32(bytes: &[u8], dtype: &str, path: &Path, key: &str) -> Result<Vec
     let chunks = |n: usize| bytes.chunks_exact(n);
     Ok(match dtype {
         "f32" => chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        "f64" => chunks(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-            .collect(),
+        "f64" => chunks(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
         "f16" => chunks(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         "bf16" => chunks(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         other => {
@@ -23,7 +21,8 @@ fn bytes_to_f32(bytes: &[u8], dtype: &str, path: &Path, key: &str) -> Result<Vec
 
 /// Reads every array of a `.npz` archive (Google ViT checkpoints: float32, `/` in names).
 pub fn read_npz(path: &Path) -> Result<TensorMap> {
-    let mut archive = npyz::npz::NpzArchive::open(path).map_err(|e| Error::format(path, format!("not a valid .npz archive: {e}")))?;
+    let mut archive =
+        npyz::npz::NpzArchive::open(path).map_err(|e| Error::format(path, format!("not a valid .npz archive: {e}")))?;
     let names: Vec<String> = archive.array_names().map(str::to_owned).collect();
     let mut map = TensorMap::new(path.display().to_string());
     for name in names {
@@ -61,7 +60,9 @@ pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
             safetensors::Dtype::F64 => "f64",
             safetensors::Dtype::F16 => "f16",
             safetensors::Dtype::BF16 => "bf16",
-            other => return Err(Error::format(path, format!("tensor `{name}` has dtype {other:?}; expected a float type"))),
+            other => {
+                return Err(Error::format(path, format!("tensor `{name}` has dtype {other:?}; expected a float type")));
+            }
         };
         let data = bytes_to_f32(view.data(), dtype, path, &name)?;
         map.insert(name, HostTensor::new(view.shape().to_vec(), data));
@@ -108,7 +109,10 @@ pub fn read_checkpoint(path: &Path) -> Result<TensorMap> {
         "npz" => read_npz(path),
         "safetensors" => read_safetensors(path),
         "pth" | "pt" | "bin" => read_pth(path),
-        other => Err(Error::format(path, format!("unknown checkpoint extension `.{other}` (expected .npz, .safetensors, .pth)"))),
+        other => Err(Error::format(
+            path,
+            format!("unknown checkpoint extension `.{other}` (expected .npz, .safetensors, .pth)"),
+        )),
     }
 }
 
@@ -127,7 +131,7 @@ pub fn write_safetensors(path: &Path, map: &TensorMap, metadata: Option<HashMap<
             (k.clone(), view)
         })
         .collect();
-    let buffer = safetensors::serialize(views, metadata)
-        .map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
+    let buffer =
+        safetensors::serialize(views, metadata).map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
     crate::checkpoint::write_atomic(path, &buffer)
 }

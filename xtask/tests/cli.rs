@@ -1,0 +1,227 @@
+//! The command line end to end: `params` against the spec's counts, a smoke `reproduce` that
+//! must learn and resume, `predict` on an official-format checkpoint and on our own adapter
+//! checkpoint, and clear errors for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).output().expect("xtask runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = xtask(args);
+    assert!(
+        out.status.success(),
+        "xtask {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = xtask(args);
+    assert!(!out.status.success(), "xtask {args:?} should fail");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "a user mistake must not panic: {err}");
+    err
+}
+
+fn params_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["params"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    serde_json::from_str(&ok(&all)).unwrap()
+}
+
+#[test]
+fn params_match_the_spec() {
+    let v = params_json(&["arc", "--backbone", "vit-b16", "--classes", "100"]);
+    assert_eq!(v["adapter_params"], 96_432);
+    assert_eq!(v["head_params"], 76_900);
+    assert_eq!(v["trainable_params"], 173_332);
+    assert_eq!(v["frozen_params"], 85_798_656);
+    assert_eq!(params_json(&["arc", "--variant", "arc-att", "--backbone", "vit-b16"])["adapter_params"], 48_216);
+    assert_eq!(params_json(&["arc-att", "--backbone", "vit-b16"])["adapter_params"], 48_216);
+    assert_eq!(params_json(&["arc", "--backbone", "vit-l16"])["adapter_params"], 153_952);
+    assert_eq!(params_json(&["arc-att", "--backbone", "vit-l16"])["adapter_params"], 76_976);
+    assert_eq!(params_json(&["arc", "--backbone", "vit-h14"])["adapter_params"], 213_120);
+    assert_eq!(params_json(&["arc-att", "--backbone", "vit-h14"])["adapter_params"], 106_560);
+    assert_eq!(params_json(&["arc", "--backbone", "swin-b"])["adapter_params"], 218_464);
+    assert_eq!(params_json(&["linear", "--backbone", "vit-b16", "--classes", "47"])["trainable_params"], 769 * 47);
+    assert_eq!(params_json(&["full", "--backbone", "vit-b16", "--classes", "100"])["frozen_params"], 0);
+    assert!(fails(&["params", "arc", "--backbone", "vit-x"]).contains("unknown backbone preset `vit-x`"));
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/arc/tests/fixtures").join(name)
+}
+
+fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = npy.shape().to_vec();
+    (shape, npy.into_vec().unwrap())
+}
+
+#[test]
+fn predict_runs_an_official_arc_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("logits.npy");
+    let config = r#"{"image_size":16,"patch_size":4,"hidden_size":64,"num_layers":2,"num_heads":4,"mlp_dim":128,"num_classes":5,"adapter_dim":8,"variant":"arc"}"#;
+    ok(&[
+        "predict",
+        "arc",
+        "--checkpoint",
+        fixture("arc_official.pth").to_str().unwrap(),
+        "--config",
+        config,
+        "--input",
+        fixture("arc_vit_tiny_input.npy").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let (shape, logits) = read_npy(&out);
+    assert_eq!(shape, vec![2, 5]);
+    let reference = petl_core::weights::read_safetensors(&fixture("arc_vit_tiny.safetensors")).unwrap();
+    let want = &reference.tensors["out.logits"].data;
+    let d = logits.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(d <= 1e-4, "predict logits differ from PyTorch by {d}");
+
+    let err = fails(&[
+        "predict",
+        "arc",
+        "--checkpoint",
+        fixture("arc_official.pth").to_str().unwrap(),
+        "--input",
+        "x.npy",
+        "--output",
+        "y.npy",
+    ]);
+    assert!(err.contains("--config or --backbone"), "{err}");
+    let err = fails(&[
+        "predict",
+        "arc",
+        "--checkpoint",
+        dir.path().join("absent.pth").to_str().unwrap(),
+        "--config",
+        config,
+        "--input",
+        "x.npy",
+        "--output",
+        "y.npy",
+    ]);
+    assert!(err.contains("absent.pth"), "{err}");
+}
+
+#[test]
+fn smoke_reproduce_learns_resumes_and_its_adapters_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let stdout = ok(&["reproduce", "arc", "--scale", "smoke", "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(stdout.contains("| method |") && stdout.contains("| ARC |"), "{stdout}");
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let cell = |task: &str, method: &str| {
+        results["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["task"] == task && c["method"] == method)
+            .unwrap()
+            .clone()
+    };
+    // `tint` has 5 classes (chance 20 %): ARC must learn it, from its own training.
+    let arc_tint = cell("tint", "ARC");
+    assert!(arc_tint["best_acc"].as_f64().unwrap() > 45.0, "ARC did not learn tint: {arc_tint}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("tint/arc/report.json")).unwrap()).unwrap();
+    let losses: Vec<f64> =
+        report["epochs"].as_array().unwrap().iter().map(|e| e["train_loss"].as_f64().unwrap()).collect();
+    assert!(losses.last().unwrap() < &(losses[0] * 0.9), "loss did not fall: {losses:?}");
+    assert_eq!(
+        report["optimizer_state_tensors"].as_u64().unwrap(),
+        2 * (2 + 2 * 2 * 2 + 2),
+        "AdamW state only for ARC's tensors and the head"
+    );
+    assert!(stdout.contains("merged model (0 extra parameters)"), "{stdout}");
+
+    // A second invocation reuses the finished runs and prints the same table.
+    let again = ok(&["reproduce", "arc", "--scale", "smoke", "--out", out.to_str().unwrap(), "--quiet"]);
+    let table = |s: &str| s.lines().filter(|l| l.starts_with('|')).map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(table(&stdout), table(&again));
+
+    // The adapter-only checkpoint of that run predicts with the cached backbone.
+    let adapter = out.join("tint/arc/adapter.safetensors");
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/petl-cache");
+    let backbone = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().contains("shapes-vit-s16-p4-d32-l2"))
+        .expect("smoke backbone cached");
+    let x = dir.path().join("x.npy");
+    {
+        use npyz::WriterBuilder;
+        let mut bytes = vec![];
+        let mut w = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(&[3, 3, 16, 16])
+            .writer(&mut bytes)
+            .begin_nd()
+            .unwrap();
+        w.extend((0..3 * 3 * 16 * 16).map(|i| (i % 7) as f32 * 0.1)).unwrap();
+        w.finish().unwrap();
+        std::fs::write(&x, bytes).unwrap();
+    }
+    let logits = dir.path().join("logits.npy");
+    ok(&[
+        "predict",
+        "arc",
+        "--checkpoint",
+        adapter.to_str().unwrap(),
+        "--weights",
+        backbone.to_str().unwrap(),
+        "--input",
+        x.to_str().unwrap(),
+        "--output",
+        logits.to_str().unwrap(),
+    ]);
+    assert_eq!(read_npy(&logits).0, vec![3, 5]);
+    let err = fails(&[
+        "predict",
+        "arc",
+        "--checkpoint",
+        adapter.to_str().unwrap(),
+        "--backbone",
+        "vit-b16",
+        "--weights",
+        backbone.to_str().unwrap(),
+        "--input",
+        x.to_str().unwrap(),
+        "--output",
+        logits.to_str().unwrap(),
+    ]);
+    assert!(err.contains("another backbone"), "{err}");
+}
+
+#[test]
+fn bad_input_gets_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = fails(&[
+        "reproduce",
+        "arc",
+        "--vtab-root",
+        dir.path().join("nope").to_str().unwrap(),
+        "--weights",
+        fixture("arc_official.pth").to_str().unwrap(),
+        "--backbone",
+        "vit-b16",
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
+    assert!(err.starts_with("error:"), "{err}");
+    let err = fails(&["reproduce", "arc", "--backend", "tch", "--out", dir.path().join("o").to_str().unwrap()]);
+    assert!(err.contains("--features tch"), "{err}");
+    let err = fails(&["reproduce", "apt"]);
+    assert!(err.contains("unknown paper"), "{err}");
+}
