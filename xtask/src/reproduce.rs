@@ -41,7 +41,8 @@ pub struct ReproduceArgs {
     /// Methods (rows). Default: arc, arc-att, lora, adapter, linear, full (embedded); arc (real data).
     #[arg(long, value_delimiter = ',')]
     pub methods: Vec<Method>,
-    /// Tasks (columns) by name; default: the scale's set, or all 19 VTAB / 5 FGVC tasks.
+    /// Tasks (columns) by name: shapes-world tasks, VTAB folders or FGVC names; default: the
+    /// scale's set, or all 19 VTAB / 5 FGVC tasks of the roots given.
     #[arg(long, value_delimiter = ',')]
     pub tasks: Vec<String>,
     /// Epochs of each downstream run (default: the scale's, or 100 on real data).
@@ -167,6 +168,7 @@ fn pretrained_backbone(e: &Embedded, seed: u64, device: &Device, quiet: bool) ->
     let train = ShapesDataset::new(ShapesTask::Pretrain, e.pretrain_n, v.image_size, seed.wrapping_add(1000));
     let test = ShapesDataset::new(ShapesTask::Pretrain, 500, v.image_size, seed.wrapping_add(2000));
     let spec = MethodSpec::new(Method::Full, ArcConfig::new());
+    device.seed(seed);
     let model = spec.build(&backbone, train.num_classes(), &device.clone().autodiff());
     let cfg = TrainConfig::new()
         .with_epochs(e.pretrain_epochs)
@@ -266,8 +268,10 @@ impl Runner<'_> {
                         "method": spec, "backbone": backbone, "train": &cfg, "task": task, "classes": train.num_classes(),
                     }),
                 )?;
-                let model =
-                    spec.build(backbone, train.num_classes(), &device.clone().autodiff()).load_backbone((self.weights)()?)?;
+                device.seed(cfg.seed); // initialisation of the method's parameters
+                let model = spec
+                    .build(backbone, train.num_classes(), &device.clone().autodiff())
+                    .load_backbone((self.weights)()?)?;
                 let mut trainer = Trainer::new(cfg);
                 trainer.run_dir = Some(dir.to_path_buf());
                 trainer.progress = !quiet;
@@ -395,6 +399,14 @@ fn run_embedded(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec
     Ok((cells, methods.iter().map(|m| m.label().to_string()).collect(), columns))
 }
 
+/// The tasks of one benchmark named in `--tasks` (all of them when `--tasks` is empty).
+fn selected<T: Copy + std::str::FromStr + PartialEq>(names: &[String], all: &[T]) -> Vec<T> {
+    if names.is_empty() {
+        return all.to_vec();
+    }
+    names.iter().filter_map(|n| n.parse::<T>().ok()).collect()
+}
+
 /// Swin-B VTAB per-task (lr, weight decay) of the official script (spec §9).
 fn swin_vtab_recipe(task: VtabTask) -> (f64, f64) {
     use VtabTask::*;
@@ -447,16 +459,17 @@ fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<Str
     let specs = |default: Method| -> Vec<MethodSpec> {
         methods_or(args, &[default]).into_iter().map(|m| MethodSpec::new(m, arc.clone())).collect()
     };
+    let unknown: Vec<&String> =
+        args.tasks.iter().filter(|t| t.parse::<VtabTask>().is_err() && t.parse::<FgvcTask>().is_err()).collect();
+    if !unknown.is_empty() {
+        bail!("unknown task(s) {unknown:?}: VTAB folders (e.g. cifar, kitti) or FGVC names (e.g. CUB_200_2011)");
+    }
     let mut cells = vec![];
     let mut columns = vec![];
     let mut methods_seen: Vec<Method> = vec![];
     if let Some(root) = &args.vtab_root {
         let methods = specs(Method::Arc);
-        let tasks: Vec<VtabTask> = if args.tasks.is_empty() {
-            VtabTask::ALL.to_vec()
-        } else {
-            args.tasks.iter().map(|t| t.parse::<VtabTask>().map_err(anyhow::Error::from)).collect::<Result<_>>()?
-        };
+        let tasks = selected(&args.tasks, &VtabTask::ALL);
         for task in tasks {
             let group = format!("{:?}", task.group());
             columns.push((task.folder().to_string(), group.clone()));
@@ -476,11 +489,7 @@ fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<Str
     }
     if let Some(root) = &args.fgvc_root {
         let methods = specs(Method::ArcAtt);
-        let tasks: Vec<FgvcTask> = if args.tasks.is_empty() || args.vtab_root.is_some() {
-            FgvcTask::ALL.to_vec()
-        } else {
-            args.tasks.iter().map(|t| t.parse::<FgvcTask>().map_err(anyhow::Error::from)).collect::<Result<_>>()?
-        };
+        let tasks = selected(&args.tasks, &FgvcTask::ALL);
         for task in tasks {
             columns.push((task.folder().to_string(), "FGVC".to_string()));
             let train = FgvcDataset::open(root, task, FgvcSplit::Train, Preprocess::fgvc_train(size))?;

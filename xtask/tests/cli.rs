@@ -225,3 +225,85 @@ fn bad_input_gets_one_clear_line() {
     let err = fails(&["reproduce", "apt"]);
     assert!(err.contains("unknown paper"), "{err}");
 }
+
+fn write_png(path: &Path, seed: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let img = image::RgbImage::from_fn(20, 20, |x, y| {
+        let v = ((x * 7 + y * 3 + seed * 31) % 255) as u8;
+        image::Rgb([v, v.wrapping_mul(3), 255 - v])
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn real_data_protocol_runs_on_small_vtab_and_fgvc_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    // VTAB-1k layout with the `kitti` task (4 classes), a few images per split.
+    let vtab = dir.path().join("vtab");
+    for (split, n) in [("train800val200", 8), ("test", 4)] {
+        let mut lines = String::new();
+        for i in 0..n {
+            let rel = format!("images/{split}/{i:06}.png");
+            write_png(&vtab.join("kitti").join(&rel), i + if split == "test" { 100 } else { 0 });
+            lines += &format!("{rel} {}\n", i % 4);
+        }
+        std::fs::write(vtab.join("kitti").join(format!("{split}.txt")), lines).unwrap();
+    }
+    // FGVC layout with OxfordFlowers (images under the task folder), ids 1 and 7.
+    let fgvc = dir.path().join("fgvc");
+    for split in ["train", "val", "test"] {
+        let entries: Vec<String> = (0..4)
+            .map(|i| {
+                let rel = format!("jpg/{split}_{i}.png");
+                write_png(&fgvc.join("OxfordFlowers").join(&rel), i);
+                format!("\"{rel}\": {}", if i % 2 == 0 { 1 } else { 7 })
+            })
+            .collect();
+        std::fs::write(fgvc.join("OxfordFlowers").join(format!("{split}.json")), format!("{{{}}}", entries.join(", ")))
+            .unwrap();
+    }
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/petl-core/tests/fixtures/vit_tiny_google.npz");
+    let out = dir.path().join("out");
+    let stdout = ok(&[
+        "reproduce",
+        "arc",
+        "--vtab-root",
+        vtab.to_str().unwrap(),
+        "--fgvc-root",
+        fgvc.to_str().unwrap(),
+        "--tasks",
+        "kitti,OxfordFlowers",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--backbone",
+        "vit-tiny-test",
+        "--epochs",
+        "2",
+        "--bottleneck",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(stdout.contains("kitti") && stdout.contains("OxfordFlowers"), "{stdout}");
+    assert!(out.join("vtab/kitti/arc/adapter.safetensors").exists());
+    assert!(out.join("fgvc/OxfordFlowers/arc-att/report.json").exists());
+
+    // A list line pointing at a missing image is one clear error naming file and line.
+    std::fs::write(vtab.join("kitti/test.txt"), "images/test/000000.png 0\nimages/test/missing.png 1\n").unwrap();
+    let err = fails(&[
+        "reproduce",
+        "arc",
+        "--vtab-root",
+        vtab.to_str().unwrap(),
+        "--tasks",
+        "kitti",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--backbone",
+        "vit-tiny-test",
+        "--out",
+        dir.path().join("out2").to_str().unwrap(),
+    ]);
+    assert!(err.contains("test.txt") && err.contains("line 2") && err.contains("missing.png"), "{err}");
+}

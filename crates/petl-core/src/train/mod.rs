@@ -146,6 +146,9 @@ pub struct Trainer {
     pub progress: bool,
     /// Name shown in the progress bar.
     pub label: String,
+    /// Stop after this many epochs of this invocation, leaving a checkpoint the next call of
+    /// [`Trainer::fit`] resumes from (time-sliced or preemptible jobs). `None`: run to the end.
+    pub stop_after: Option<usize>,
 }
 
 fn trainable_ids<M: Module>(module: &M) -> HashSet<ParamId> {
@@ -184,7 +187,7 @@ pub fn evaluate<M: Classify>(model: &M, data: &dyn ImageDataset, batch_size: usi
 impl Trainer {
     /// A trainer with `config`, no run folder, progress bar on.
     pub fn new(config: TrainConfig) -> Self {
-        Self { config, run_dir: None, progress: true, label: String::from("train") }
+        Self { config, run_dir: None, progress: true, label: String::from("train"), stop_after: None }
     }
 
     fn checkpoint_dir(&self) -> Option<PathBuf> {
@@ -227,6 +230,8 @@ impl Trainer {
         let last_update = if cfg.official_step_count { total.saturating_sub(1) } else { total };
         let schedule = WarmupCosine::new(cfg.warmup_epochs * steps_per_epoch, total);
 
+        // As the official loop: the seed is set again just before training (dropout masks).
+        device.seed(cfg.seed);
         let mut model = model;
         let mut history = vec![];
         let mut step = 0;
@@ -326,6 +331,9 @@ impl Trainer {
             }
             history.push(log);
             self.write_checkpoint(&model, &optim, epoch + 1, step, &history, &trainable_set)?;
+            if self.stop_after.is_some_and(|n| epoch + 1 - first_epoch >= n) {
+                break;
+            }
         }
         bar.finish_and_clear();
 
