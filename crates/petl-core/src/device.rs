@@ -56,7 +56,10 @@ pub fn device_from_name(name: &str) -> crate::Result<Device> {
             missing("wgpu")
         }
         "tch" => {
+            // burn-tch is deprecated upstream in favour of CubeCL backends; the design keeps
+            // libtorch as the reference point for comparisons with PyTorch.
             #[cfg(feature = "tch")]
+            #[allow(deprecated)]
             return Ok(Device::libtorch());
             #[allow(unreachable_code)]
             missing("tch")
