@@ -77,3 +77,15 @@ fn unknown_and_buffer_keys() {
     assert_eq!(report.unexpected, vec!["<unmapped>extra.weight".to_string()]);
     assert!(report.check("test", |_| false).is_err());
 }
+
+/// The Microsoft release is a `.pth` with the state dict nested under `model` (spec §7.2).
+#[test]
+fn nested_pth_release_loads_like_the_state_dict() {
+    let device = Device::flex();
+    let nested = petl_core::weights::read_checkpoint(&fixture("swin_tiny_ms_release.pth")).expect("pth");
+    let (model, report) = apply(SwinConfig::tiny_test().init(&device), swin_timm(nested).expect("rename"));
+    report.check("swin_tiny_ms_release.pth", |_| false).expect("strict load");
+    let reference = read_safetensors(&fixture("swin_tiny_ref.safetensors")).expect("reference");
+    let x: Tensor<4> = reference.tensors["input.x"].to_tensor(&device);
+    assert!(max_abs_diff(model.forward_pooled(x, &NoHooks), &reference.tensors["out.features"]) <= 1e-4);
+}
