@@ -3,7 +3,9 @@
 //! - `reproduce arc`: the ARC table (embedded shapes world by default, or real VTAB/FGVC).
 //! - `params <method> --backbone <preset>`: parameter counts without allocating weights.
 //! - `predict <method> --checkpoint FILE ...`: logits of a trained model as `.npy`.
+//! - `bench`: step and inference time, memory, parameters per method and backend.
 
+mod bench;
 mod methods;
 mod predict;
 mod reproduce;
@@ -31,6 +33,8 @@ enum Command {
     Params(ParamsArgs),
     /// Run a trained model on images or a preprocessed tensor and write logits as .npy.
     Predict(predict::PredictArgs),
+    /// Time training and inference per method and backend (and against PyTorch).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -109,6 +113,7 @@ fn main() {
         Command::Reproduce(a) => reproduce::run(a),
         Command::Params(a) => params(a),
         Command::Predict(a) => predict::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

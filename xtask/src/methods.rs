@@ -134,6 +134,30 @@ pub enum AnyClassifier {
     Plain(PlainClassifier),
 }
 
+impl From<ArcClassifier> for AnyClassifier {
+    fn from(m: ArcClassifier) -> Self {
+        AnyClassifier::Arc(m)
+    }
+}
+
+impl From<Classifier<Lora>> for AnyClassifier {
+    fn from(m: Classifier<Lora>) -> Self {
+        AnyClassifier::Lora(m)
+    }
+}
+
+impl From<Classifier<BottleneckAdapter>> for AnyClassifier {
+    fn from(m: Classifier<BottleneckAdapter>) -> Self {
+        AnyClassifier::Adapter(m)
+    }
+}
+
+impl From<PlainClassifier> for AnyClassifier {
+    fn from(m: PlainClassifier) -> Self {
+        AnyClassifier::Plain(m)
+    }
+}
+
 macro_rules! each {
     ($self:expr, $m:ident => $body:expr) => {
         match $self {
@@ -185,17 +209,18 @@ impl AnyClassifier {
         train: &dyn ImageDataset,
         test: &dyn ImageDataset,
     ) -> Result<(Self, TrainReport)> {
-        Ok(match self {
-            AnyClassifier::Arc(m) => trainer.fit(m, train, test).map(|(m, r)| (AnyClassifier::Arc(m), r))?,
-            AnyClassifier::Lora(m) => trainer.fit(m, train, test).map(|(m, r)| (AnyClassifier::Lora(m), r))?,
-            AnyClassifier::Adapter(m) => trainer.fit(m, train, test).map(|(m, r)| (AnyClassifier::Adapter(m), r))?,
-            AnyClassifier::Plain(m) => trainer.fit(m, train, test).map(|(m, r)| (AnyClassifier::Plain(m), r))?,
-        })
+        each!(self, m => trainer.fit(m, train, test).map(|(m, r)| (AnyClassifier::from(m), r)).map_err(Into::into))
     }
 
-    /// Logits in evaluation mode: images `[B, 3, H, W]` -> `[B, K]`.
+    /// The evaluation-mode snapshot (no autodiff, no dropout).
+    pub fn valid(&self) -> Self {
+        each!(self, m => AnyClassifier::from(m.valid()))
+    }
+
+    /// Logits: images `[B, 3, H, W]` -> `[B, K]` (call on [`AnyClassifier::valid`] for
+    /// evaluation).
     pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
-        each!(self, m => m.valid().logits(images))
+        each!(self, m => m.logits(images))
     }
 
     /// The tensors an adapter-only checkpoint stores: the method's and the head's (all of

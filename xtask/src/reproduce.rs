@@ -208,7 +208,7 @@ fn merge_check(model: crate::methods::AnyClassifier, test: &dyn ImageDataset, de
     }
     let samples: Vec<_> = (0..test.len().min(16)).map(|i| test.get(i, None)).collect::<petl_core::Result<_>>()?;
     let (images, _) = petl_core::data::batch(&samples, test.image_size(), device);
-    let before = petl_core::weights::HostTensor::from_tensor(&model.logits(images.clone()));
+    let before = petl_core::weights::HostTensor::from_tensor(&model.valid().logits(images.clone()));
     let merged = model.merged()?;
     use burn::module::Module;
     use petl_core::train::Classify;

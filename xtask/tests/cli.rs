@@ -307,3 +307,50 @@ fn real_data_protocol_runs_on_small_vtab_and_fgvc_folders() {
     ]);
     assert!(err.contains("test.txt") && err.contains("line 2") && err.contains("missing.png"), "{err}");
 }
+
+#[test]
+fn bench_measures_each_method_and_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let stdout = ok(&[
+        "bench",
+        "--backbone",
+        "vit-tiny-test",
+        "--method",
+        "arc,lora,linear",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--bottleneck",
+        "8",
+        "--classes",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["method"], "ARC");
+    assert_eq!(rows[0]["trainable_params"], 1_637, "ARC on the tiny ViT, 5 classes");
+    assert!(rows[0]["infer_merged_median_s"].as_f64().unwrap() > 0.0, "ARC merges");
+    assert!(rows[2]["infer_merged_median_s"].is_null() || rows[2]["method"] == "Linear");
+    for r in rows {
+        assert!(r["step_median_s"].as_f64().unwrap() > 0.0);
+        assert!(r["optimizer_state_bytes"].as_u64().unwrap() > 0);
+    }
+    let frozen_state = rows[2]["optimizer_state_bytes"].as_u64().unwrap();
+    let arc_state = rows[0]["optimizer_state_bytes"].as_u64().unwrap();
+    assert!(frozen_state < arc_state, "linear probing keeps state for the head only");
+    assert!(std::fs::read_to_string(out.join("bench.svg")).unwrap().contains("<svg"));
+    assert!(std::fs::read_to_string(out.join("bench.md")).unwrap().contains("| flex | ARC |"));
+
+    let err = fails(&["bench", "--backend", "vulkan-x", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("unknown backend `vulkan-x`"), "{err}");
+    let err = fails(&["bench", "--backend", "flex,wgpu", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("--features wgpu"), "{err}");
+}

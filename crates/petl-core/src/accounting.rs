@@ -51,6 +51,12 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Resets the peak-RSS counter (`VmHWM`) so that the next [`peak_rss_bytes`] measures from
+/// now (Linux `clear_refs` 5). Returns whether the OS allowed it.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", b"5").is_ok()
+}
+
 /// Human-readable millions with two decimals, as the papers print "Params (M)".
 pub fn millions(n: usize) -> String {
     format!("{:.2}", n as f64 / 1e6)

@@ -23,12 +23,14 @@ pub enum BackboneConfig {
 }
 
 impl BackboneConfig {
-    /// A named preset: `vit-b16`, `vit-l16`, `vit-h14`, `swin-b`, `vit-tiny-test`, `swin-tiny-test`.
+    /// A named preset: `vit-b16`, `vit-l16`, `vit-h14`, `vit-ti16`, `swin-b`, `vit-tiny-test`,
+    /// `swin-tiny-test`.
     pub fn preset(name: &str) -> crate::Result<Self> {
         Ok(match name {
             "vit-b16" | "vit-b/16" | "ViT-B/16" => Self::Vit(VitConfig::vit_b16()),
             "vit-l16" | "vit-l/16" | "ViT-L/16" => Self::Vit(VitConfig::vit_l16()),
             "vit-h14" | "vit-h/14" | "ViT-H/14" => Self::Vit(VitConfig::vit_h14()),
+            "vit-ti16" | "ViT-Ti/16" => Self::Vit(VitConfig::vit_ti16()),
             "vit-tiny-test" => Self::Vit(VitConfig::tiny_test()),
             "swin-b" | "Swin-B" => Self::Swin(SwinConfig::swin_b()),
             "swin-tiny-test" => Self::Swin(SwinConfig::tiny_test()),
@@ -42,8 +44,8 @@ impl BackboneConfig {
     }
 
     /// Names accepted by [`BackboneConfig::preset`].
-    pub const PRESETS: [&'static str; 6] =
-        ["vit-b16", "vit-l16", "vit-h14", "swin-b", "vit-tiny-test", "swin-tiny-test"];
+    pub const PRESETS: [&'static str; 7] =
+        ["vit-b16", "vit-l16", "vit-h14", "vit-ti16", "swin-b", "vit-tiny-test", "swin-tiny-test"];
 
     /// Block layout.
     pub fn layout(&self) -> Layout {

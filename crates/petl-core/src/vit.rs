@@ -49,6 +49,10 @@ impl VitConfig {
     pub fn vit_h14() -> Self {
         Self::new(224, 14, 1280, 32, 16, 5120)
     }
+    /// ViT-Ti/16 at 224 px (DeiT-Tiny sizes: 12 × 192, 3 heads, MLP 768): the benchmark model.
+    pub fn vit_ti16() -> Self {
+        Self::new(224, 16, 192, 12, 3, 768)
+    }
     /// The tiny parity-test model of the ARC spec (section 11): 16 px, patch 4, 2 × 64.
     pub fn tiny_test() -> Self {
         Self::new(16, 4, 64, 2, 4, 128)

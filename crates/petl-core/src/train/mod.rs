@@ -151,7 +151,8 @@ pub struct Trainer {
     pub stop_after: Option<usize>,
 }
 
-fn trainable_ids<M: Module>(module: &M) -> HashSet<ParamId> {
+/// Ids of the parameters that require a gradient (the trainable set).
+pub fn trainable_ids<M: Module>(module: &M) -> HashSet<ParamId> {
     struct Ids(HashSet<ParamId>);
     impl ModuleVisitor for Ids {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
