@@ -169,25 +169,14 @@ macro_rules! each {
     };
 }
 
-macro_rules! each_map {
-    ($self:expr, $m:ident => $body:expr) => {
-        match $self {
-            AnyClassifier::Arc($m) => AnyClassifier::Arc($body),
-            AnyClassifier::Lora($m) => AnyClassifier::Lora($body),
-            AnyClassifier::Adapter($m) => AnyClassifier::Adapter($body),
-            AnyClassifier::Plain($m) => AnyClassifier::Plain($body),
-        }
-    };
-}
-
 impl AnyClassifier {
     /// Loads backbone weights (paths relative to the backbone), strictly.
     pub fn load_backbone(self, map: TensorMap) -> Result<Self> {
         let source = map.source.clone();
-        Ok(each_map!(self, m => {
+        Ok(each!(self, m => {
             let (backbone, report) = m.backbone.load(map);
             report.check(&source, |_| false)?;
-            Classifier { backbone, ..m }
+            AnyClassifier::from(Classifier { backbone, ..m })
         }))
     }
 
@@ -195,10 +184,10 @@ impl AnyClassifier {
     /// except that backbone paths may be absent.
     pub fn load_tensors(self, map: TensorMap) -> Result<Self> {
         let source = map.source.clone();
-        Ok(each_map!(self, m => {
+        Ok(each!(self, m => {
             let (m, report) = petl_core::weights::apply(m, map);
             report.check(&source, |p| p.starts_with("backbone."))?;
-            m
+            AnyClassifier::from(m)
         }))
     }
 

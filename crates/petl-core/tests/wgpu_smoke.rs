@@ -4,11 +4,11 @@
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use petl_core::model::{init_head, BackboneConfig, Classifier, HeadInit};
+use petl_core::model::{BackboneConfig, Classifier, HeadInit, init_head};
 use petl_core::train::Classify;
 use petl_core::tuners::LoraConfig;
 use petl_core::vit::VitConfig;
-use petl_core::weights::{apply, collect, HostTensor};
+use petl_core::weights::{HostTensor, apply, collect};
 
 fn model(device: &Device) -> Classifier<petl_core::tuners::Lora> {
     let backbone = BackboneConfig::Vit(VitConfig::tiny_test());

@@ -18,7 +18,8 @@ pub fn clip_global_norm<M: Module>(
     struct SumSquares<'a> {
         grads: &'a GradientsParams,
         trainable: &'a HashSet<ParamId>,
-        total: f64,
+        /// Running sum on the device: one read-back for the whole model, not one per tensor.
+        total: Option<Tensor<1>>,
     }
     impl ModuleVisitor for SumSquares<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -26,7 +27,11 @@ pub fn clip_global_norm<M: Module>(
                 return;
             }
             if let Some(g) = self.grads.get::<D>(param.id) {
-                self.total += g.powi_scalar(2).sum().into_scalar::<f32>() as f64;
+                let sq = g.powi_scalar(2).sum();
+                self.total = Some(match self.total.take() {
+                    Some(t) => t + sq,
+                    None => sq,
+                });
             }
         }
     }
@@ -41,9 +46,9 @@ pub fn clip_global_norm<M: Module>(
             }
         }
     }
-    let mut sum = SumSquares { grads, trainable, total: 0.0 };
+    let mut sum = SumSquares { grads, trainable, total: None };
     module.visit(&mut sum);
-    let norm = sum.total.sqrt();
+    let norm = sum.total.map_or(0.0, |t| t.into_scalar::<f32>() as f64).sqrt();
     let factor = max_norm / (norm + 1e-6);
     if factor < 1.0 {
         module.visit(&mut Scale { grads, factor });
