@@ -36,6 +36,7 @@ pub mod device;
 pub mod error;
 pub mod hooks;
 pub mod model;
+pub mod ops;
 pub mod swin;
 pub mod train;
 pub mod tuners;

@@ -24,7 +24,7 @@ use burn::module::{Flag, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
+use crate::ops::gelu;
 use burn::tensor::{Distribution, TensorData};
 
 use crate::hooks::{BlockHooks, BlockId, BlockInfo, Layout, LinearSite};

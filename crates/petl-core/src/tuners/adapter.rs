@@ -4,7 +4,7 @@
 
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
+use crate::ops::gelu;
 
 use crate::hooks::{BlockHooks, BlockId, Layout};
 
