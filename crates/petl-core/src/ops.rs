@@ -110,52 +110,61 @@ unsafe fn kernel_avx2(x: &[f32], y: &mut [f32], g: Option<&mut [f32]>) {
 }
 
 /// Without `g`: `y = gelu(x)`. With `g`: `g = gelu'(x)` and `y = gelu(x) - x g`.
-/// Branch-free so that it vectorises.
+/// Branch-free, index loops over equal-length slices, so that it vectorises.
 #[inline(always)]
 fn kernel(x: &[f32], y: &mut [f32], g: Option<&mut [f32]>) {
-    const INV_SQRT_2PI: f32 = 0.398_942_3;
-    let phi = |x: f32| {
-        let e = exp_neg(0.5 * x * x);
-        let t = 1.0 / (1.0 + (AS_P * core::f32::consts::FRAC_1_SQRT_2) * x.abs());
-        let poly = t * (AS_A[0] + t * (AS_A[1] + t * (AS_A[2] + t * (AS_A[3] + t * AS_A[4]))));
-        // q = erfc(|x|/√2)/2 = Φ(-|x|).
-        let q = 0.5 * poly * e;
-        let cdf = if x >= 0.0 { 1.0 - q } else { q };
-        (cdf, e)
-    };
+    let n = x.len();
+    let y = &mut y[..n];
     match g {
         None => {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = x * phi(x).0;
+            for i in 0..n {
+                let (cdf, _) = cdf_and_density(x[i]);
+                y[i] = x[i] * cdf;
             }
         }
         Some(g) => {
-            for ((y, g), &x) in y.iter_mut().zip(g.iter_mut()).zip(x) {
-                let (cdf, e) = phi(x);
-                let d = cdf + x * e * INV_SQRT_2PI;
-                *g = d;
-                *y = x * cdf - x * d;
+            let g = &mut g[..n];
+            for i in 0..n {
+                let x = x[i];
+                let (cdf, e) = cdf_and_density(x);
+                let d = cdf + x * e * 0.398_942_3; // 1/√(2π)
+                g[i] = d;
+                y[i] = x * cdf - x * d;
             }
         }
     }
 }
 
-/// `exp(-a)` for `a ≥ 0` (Cody–Waite reduction, degree-6 polynomial, ≤ 2 ulp); 0 below f32's
-/// normal range.
+/// `(Φ(x), exp(-x²/2))`.
+#[inline(always)]
+fn cdf_and_density(x: f32) -> (f32, f32) {
+    let e = exp_neg(0.5 * x * x);
+    let t = 1.0 / (1.0 + (AS_P * core::f32::consts::FRAC_1_SQRT_2) * x.abs());
+    let poly = t * (AS_A[0] + t * (AS_A[1] + t * (AS_A[2] + t * (AS_A[3] + t * AS_A[4]))));
+    // q = erfc(|x|/√2)/2 = Φ(-|x|).
+    let q = 0.5 * poly * e;
+    (if x >= 0.0 { 1.0 - q } else { q }, e)
+}
+
+/// `exp(-a)` for `a ≥ 0` (Cody–Waite reduction, degree-6 polynomial, ≤ 3 ulp); 0 below f32's
+/// normal range (`a > 87`).
 #[inline(always)]
 fn exp_neg(a: f32) -> f32 {
     const LOG2E: f32 = core::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting rounds to an integer.
-    let w = (-a).max(-87.0);
-    let n = (w * LOG2E + ROUND) - ROUND;
+    // 1.5 · 2^23: adding it rounds to an integer, which then sits in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let w = if a > 87.0 { -87.0 } else { -a };
+    let shifted = w * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = (w - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.666_666_7e-1 + r * (4.166_664_6e-2 + r * (8.333_932e-3 + r * 1.388_396_5e-3)))));
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // 2^n: the integer n is `shifted`'s bits minus ROUND's (0x4B40_0000); add the bias 127.
+    let scale = f32::from_bits(shifted.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
     if a > 87.0 { 0.0 } else { p * scale }
 }
 
