@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::methods::{AnyClassifier, Method, MethodSpec};
 use crate::save_json;
+use peakmem_alloc::PeakMemAllocTrait;
 
 /// Options of `bench`.
 #[derive(Args, Debug)]
@@ -77,8 +78,13 @@ pub struct Row {
     pub infer_median_s: f64,
     /// Median inference seconds per batch of the merged model, where the method merges.
     pub infer_merged_median_s: Option<f64>,
-    /// Peak RSS while this row ran (bytes), where the OS reports it.
+    /// Peak RSS while this row ran (bytes), where the OS reports it. Process-wide: memory the
+    /// allocator kept from earlier rows counts too, so compare rows by `peak_heap_bytes`.
     pub peak_rss_bytes: Option<u64>,
+    /// Peak of live heap bytes during this row above what was live when it started, counted
+    /// by xtask's global allocator: weights, activations, gradients, optimizer state (host
+    /// memory; device memory of GPU backends is not in it).
+    pub peak_heap_bytes: Option<u64>,
     /// Trainable parameters.
     pub trainable_params: usize,
     /// Serialized AdamW state after the steps (bytes).
@@ -142,6 +148,7 @@ fn bench_row(spec: &MethodSpec, backbone: &BackboneConfig, backend: &str, args: 
     let device = petl_core::device::device_from_name(backend)?;
     let size = backbone.image_size();
     petl_core::accounting::reset_peak_rss();
+    crate::GLOBAL.reset_peak_memory();
     device.seed(42);
     let model = spec.build(backbone, args.classes, &device.clone().autodiff());
     let train_device = device.clone().autodiff();
@@ -169,6 +176,7 @@ fn bench_row(spec: &MethodSpec, backbone: &BackboneConfig, backend: &str, args: 
         _ => None,
     };
     let peak = petl_core::accounting::peak_rss_bytes();
+    let heap = crate::GLOBAL.get_peak_memory() as u64;
     let mut steps = timing.steps.clone();
     let step = median(&mut steps);
     Ok(Row {
@@ -181,6 +189,7 @@ fn bench_row(spec: &MethodSpec, backbone: &BackboneConfig, backend: &str, args: 
         infer_median_s: infer,
         infer_merged_median_s: merged,
         peak_rss_bytes: peak,
+        peak_heap_bytes: Some(heap),
         trainable_params: timing.trainable,
         optimizer_state_bytes: timing.optimizer_state_bytes,
         ratio_vs_pytorch: None,
@@ -192,9 +201,10 @@ fn pytorch_row(method: Method, backbone: &BackboneConfig, args: &BenchArgs) -> R
     let name = match method {
         Method::Arc => "arc",
         Method::ArcAtt => "arc-att",
+        Method::Lora => "lora",
+        Method::Adapter => "adapter",
         Method::Linear => "linear",
         Method::Full => "full",
-        Method::Lora | Method::Adapter => return Ok(None),
     };
     let BackboneConfig::Vit(v) = backbone else { bail!("--against pytorch supports ViT backbones") };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/bench/bench_torch.py");
@@ -227,6 +237,7 @@ fn pytorch_row(method: Method, backbone: &BackboneConfig, args: &BenchArgs) -> R
         infer_median_s: f("infer_median_s"),
         infer_merged_median_s: None,
         peak_rss_bytes: None,
+        peak_heap_bytes: None,
         trainable_params: v["trainable_params"].as_u64().unwrap_or(0) as usize,
         optimizer_state_bytes: 0,
         ratio_vs_pytorch: Some(1.0),
@@ -235,15 +246,19 @@ fn pytorch_row(method: Method, backbone: &BackboneConfig, args: &BenchArgs) -> R
 
 fn markdown(rows: &[Row], args: &BenchArgs) -> String {
     let mut s = format!(
-        "backbone `{}`, batch {}, {} timed steps after {} warm-up (median [min–max])\n\n",
+        "backbone `{}`, batch {}, {} timed steps after {} warm-up (median [min–max]); \
+         ÷ full: this row over full fine-tuning on the same backend\n\n",
         args.backbone, args.batch, args.steps, args.warmup
     );
-    s += "| backend | method | train step (s) | samples/s | infer (s) | infer merged (s) | peak RSS (MiB) | trainable | optim state (KiB) | ÷ PyTorch |\n";
-    s += "|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "| backend | method | train step (s) | samples/s | infer (s) | infer merged (s) | peak heap (MiB) | trainable | optim state (KiB) | step ÷ full | heap ÷ full | ÷ PyTorch |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    let full = |backend: &str| rows.iter().find(|r| r.backend == backend && r.method == Method::Full.label());
     for r in rows {
         let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "–".into());
+        let full = full(&r.backend).filter(|f| f.method != r.method);
+        let heap_ratio = full.and_then(|f| Some(r.peak_heap_bytes? as f64 / f.peak_heap_bytes? as f64));
         s += &format!(
-            "| {} | {} | {:.3} [{:.3}–{:.3}] | {:.1} | {:.3} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.3} [{:.3}–{:.3}] | {:.1} | {:.3} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.backend,
             r.method,
             r.step_median_s,
@@ -252,13 +267,15 @@ fn markdown(rows: &[Row], args: &BenchArgs) -> String {
             r.samples_per_s,
             r.infer_median_s,
             opt(r.infer_merged_median_s, &|v| format!("{v:.3}")),
-            opt(r.peak_rss_bytes.map(|b| b as f64 / 1048576.0), &|v| format!("{v:.0}")),
+            opt(r.peak_heap_bytes.map(|b| b as f64 / 1048576.0), &|v| format!("{v:.0}")),
             r.trainable_params,
             if r.optimizer_state_bytes > 0 {
                 format!("{:.1}", r.optimizer_state_bytes as f64 / 1024.0)
             } else {
                 "–".into()
             },
+            opt(full.map(|f| r.step_median_s / f.step_median_s), &|v| format!("{v:.2}")),
+            opt(heap_ratio, &|v| format!("{v:.2}")),
             opt(r.ratio_vs_pytorch, &|v| format!("{v:.2}×")),
         );
     }

@@ -317,7 +317,7 @@ fn bench_measures_each_method_and_backend() {
         "--backbone",
         "vit-tiny-test",
         "--method",
-        "arc,lora,linear",
+        "arc,lora,linear,full",
         "--batch",
         "2",
         "--steps",
@@ -334,7 +334,7 @@ fn bench_measures_each_method_and_backend() {
     ]);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 4);
     assert_eq!(rows[0]["method"], "ARC");
     assert_eq!(rows[0]["trainable_params"], 1_637, "ARC on the tiny ViT, 5 classes");
     assert!(rows[0]["infer_merged_median_s"].as_f64().unwrap() > 0.0, "ARC merges");
@@ -343,11 +343,15 @@ fn bench_measures_each_method_and_backend() {
         assert!(r["step_median_s"].as_f64().unwrap() > 0.0);
         assert!(r["optimizer_state_bytes"].as_u64().unwrap() > 0);
     }
+    let heap = |i: usize| rows[i]["peak_heap_bytes"].as_u64().unwrap();
+    assert!(heap(2) < heap(0), "linear probing stores no backbone activations: {} vs {}", heap(2), heap(0));
+    assert!(heap(0) < heap(3), "ARC below full fine-tuning: {} vs {}", heap(0), heap(3));
     let frozen_state = rows[2]["optimizer_state_bytes"].as_u64().unwrap();
     let arc_state = rows[0]["optimizer_state_bytes"].as_u64().unwrap();
     assert!(frozen_state < arc_state, "linear probing keeps state for the head only");
     assert!(std::fs::read_to_string(out.join("bench.svg")).unwrap().contains("<svg"));
     assert!(std::fs::read_to_string(out.join("bench.md")).unwrap().contains("| flex | ARC |"));
+    assert!(std::fs::read_to_string(out.join("bench.md")).unwrap().contains("step ÷ full"));
 
     let err = fails(&["bench", "--backend", "vulkan-x", "--out", out.to_str().unwrap()]);
     assert!(err.contains("unknown backend `vulkan-x`"), "{err}");
