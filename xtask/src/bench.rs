@@ -176,7 +176,9 @@ fn bench_row(spec: &MethodSpec, backbone: &BackboneConfig, backend: &str, args: 
         _ => None,
     };
     let peak = petl_core::accounting::peak_rss_bytes();
-    let heap = crate::GLOBAL.get_peak_memory() as u64;
+    // Only the Rust CPU backends allocate tensors through the global allocator; libtorch and the
+    // GPU backends have their own.
+    let heap = matches!(backend, "flex" | "ndarray").then(|| crate::GLOBAL.get_peak_memory() as u64);
     let mut steps = timing.steps.clone();
     let step = median(&mut steps);
     Ok(Row {
@@ -189,7 +191,7 @@ fn bench_row(spec: &MethodSpec, backbone: &BackboneConfig, backend: &str, args: 
         infer_median_s: infer,
         infer_merged_median_s: merged,
         peak_rss_bytes: peak,
-        peak_heap_bytes: Some(heap),
+        peak_heap_bytes: heap,
         trainable_params: timing.trainable,
         optimizer_state_bytes: timing.optimizer_state_bytes,
         ratio_vs_pytorch: None,
