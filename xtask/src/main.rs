@@ -14,8 +14,8 @@ mod table;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use peakmem_alloc::PeakMemAlloc;
 use clap::{Parser, Subcommand};
+use peakmem_alloc::PeakMemAlloc;
 use petl_core::model::BackboneConfig;
 use petl_core::weights::{TensorMap, families, read_checkpoint};
 

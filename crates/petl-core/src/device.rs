@@ -26,10 +26,68 @@ pub fn compiled_backends() -> Vec<&'static str> {
 
 /// The device of backend `name` (`flex`, `ndarray`, `wgpu`, `tch`, `cuda`), without autodiff.
 ///
+/// GPU and libtorch devices are started here with one tiny read-back, so that a machine without
+/// the driver fails now, with one line, rather than with a panic inside Burn at the first op.
+///
 /// # Errors
-/// An unknown name, or a backend whose cargo feature was not compiled in (the message names
-/// the feature to enable).
+/// An unknown name, a backend whose cargo feature was not compiled in (the message names the
+/// feature to enable), or a backend that cannot start here (no Vulkan/Metal/DX12 adapter, no
+/// CUDA driver, libtorch failing).
 pub fn device_from_name(name: &str) -> crate::Result<Device> {
+    let device = compiled_device(name)?;
+    match name {
+        "wgpu" => probe(
+            name,
+            device,
+            "no usable GPU adapter: install a Vulkan, Metal or DX12 driver (without a GPU, Mesa's software Vulkan: `apt-get install mesa-vulkan-drivers`)",
+        ),
+        "cuda" => probe(name, device, "no usable CUDA device: check the NVIDIA driver and CUDA runtime"),
+        "tch" => probe(
+            name,
+            device,
+            "libtorch failed to start: burn-tch 0.22 needs PyTorch 2.9.0 and its lib/ folder on LD_LIBRARY_PATH",
+        ),
+        _ => Ok(device),
+    }
+}
+
+/// Runs one tiny op on `device`; Burn's GPU runtimes panic when they cannot start, so the panic
+/// is caught and returned as an error naming the backend. While probing, panic reports from
+/// Burn's, CubeCL's and wgpu's own sources are silenced (they may come from the runtime's server
+/// thread); any other panic is reported by the previous hook as usual.
+fn probe(name: &str, device: Device, hint: &str) -> crate::Result<Device> {
+    let previous: std::sync::Arc<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> = std::panic::take_hook().into();
+    let delegate = previous.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let file = info.location().map(|l| l.file()).unwrap_or("");
+        let inside = ["burn", "cubecl", "wgpu", "tch", "torch"].iter().any(|c| file.contains(c));
+        if !inside {
+            delegate(info);
+        }
+    }));
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Tensor::<1>::from_floats([1.0], &device).into_scalar::<f32>()
+    }));
+    std::panic::set_hook(Box::new(move |info| previous(info)));
+    match started {
+        Ok(_) => Ok(device),
+        Err(payload) => {
+            let cause = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            Err(crate::Error::Config(format!("backend `{name}` cannot start on this machine: {hint} ({cause})")))
+        }
+    }
+}
+
+/// The device of a compiled-in backend, unstarted.
+fn compiled_device(name: &str) -> crate::Result<Device> {
     let missing = |feature: &str| {
         Err(crate::Error::Config(format!(
             "backend `{name}` is not compiled into this binary: rebuild with `--features {feature}` (compiled: {})",

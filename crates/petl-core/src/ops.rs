@@ -160,9 +160,7 @@ fn exp_neg(a: f32) -> f32 {
     let n = shifted - ROUND;
     let r = (w - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.666_666_7e-1 + r * (4.166_664_6e-2 + r * (8.333_932e-3 + r * 1.388_396_5e-3)))));
+        + r * (1.0 + r * (0.5 + r * (1.666_666_7e-1 + r * (4.166_664_6e-2 + r * (8.333_932e-3 + r * 1.388_396_5e-3)))));
     // 2^n: the integer n is `shifted`'s bits minus ROUND's (0x4B40_0000); add the bias 127.
     let scale = f32::from_bits(shifted.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
     if a > 87.0 { 0.0 } else { p * scale }

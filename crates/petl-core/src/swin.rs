@@ -20,11 +20,11 @@
 //! partitioned. Every [`BlockHooks`] call therefore sees `[B, tokens of the stage, C]`, as
 //! for ViT; the result is the same as timm's, which projects inside the windows.
 
+use crate::ops::gelu;
 use burn::module::{Flag, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use crate::ops::gelu;
 use burn::tensor::{Distribution, TensorData};
 
 use crate::hooks::{BlockHooks, BlockId, BlockInfo, Layout, LinearSite};

@@ -2,12 +2,12 @@
 //! separate q/k/v linears, head-major head split, exact (erf) GELU, LayerNorm eps 1e-6,
 //! class token pooling.
 
+use crate::ops::gelu;
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use crate::ops::gelu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 

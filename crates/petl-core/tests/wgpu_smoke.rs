@@ -38,3 +38,39 @@ fn forward_and_backward_match_flex() {
     let grads = GradientsParams::from_grads(b.sum().backward(), &on_gpu);
     assert_eq!(grads.len(), 2 * 2 * 2 + 2, "LoRA A/B on q and v of 2 blocks, head weight and bias");
 }
+
+/// Without a Vulkan driver, `device_from_name("wgpu")` is one error line, not a panic. Runs
+/// [`no_driver_child`] in a child process whose Vulkan loader sees no driver
+/// (`VK_ICD_FILENAMES`/`VK_DRIVER_FILES` pointing nowhere) and no EGL vendor (else wgpu falls
+/// back to Mesa's OpenGL), so the parent's own wgpu device is untouched.
+#[test]
+fn missing_driver_is_one_clear_error() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "no_driver_child", "--ignored", "--nocapture"])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .env("__EGL_VENDOR_LIBRARY_DIRS", "/nonexistent")
+        .env("PETL_NO_DRIVER_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("backend `wgpu` cannot start on this machine: no usable GPU adapter"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "the panic report must be silenced:\n{stderr}");
+}
+
+#[test]
+#[ignore = "run by missing_driver_is_one_clear_error in a child process"]
+fn no_driver_child() {
+    if std::env::var_os("PETL_NO_DRIVER_CHILD").is_none() {
+        return;
+    }
+    let err = petl_core::device::device_from_name("wgpu").expect_err("no driver is visible");
+    let line = err.to_string();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    println!("no-driver error: {line}");
+}

@@ -2,9 +2,9 @@
 //! attention and the FFN sub-layers, `h ← h + up(GELU(down(h)))` with `down: [D, r]`,
 //! `up: [r, D]` (zero-initialised, so the adapter starts as the identity). Not mergeable.
 
+use crate::ops::gelu;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
-use crate::ops::gelu;
 
 use crate::hooks::{BlockHooks, BlockId, Layout};
 
