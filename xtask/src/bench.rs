@@ -17,7 +17,7 @@ use petl_core::model::BackboneConfig;
 use petl_core::train::{Classify, clip_global_norm};
 use serde::{Deserialize, Serialize};
 
-use crate::methods::{AnyClassifier, Method, MethodSpec};
+use crate::methods::{AnyClassifier, Method, MethodSpec, each};
 use crate::save_json;
 use peakmem_alloc::PeakMemAllocTrait;
 
@@ -152,20 +152,8 @@ fn bench_row(spec: &MethodSpec, backbone: &BackboneConfig, backend: &str, args: 
     device.seed(42);
     let model = spec.build(backbone, args.classes, &device.clone().autodiff());
     let train_device = device.clone().autodiff();
-    let (model, timing) = match model {
-        AnyClassifier::Arc(m) => {
-            time_training(m, args, size, &train_device).map(|(m, t)| (AnyClassifier::from(m), t))?
-        }
-        AnyClassifier::Lora(m) => {
-            time_training(m, args, size, &train_device).map(|(m, t)| (AnyClassifier::from(m), t))?
-        }
-        AnyClassifier::Adapter(m) => {
-            time_training(m, args, size, &train_device).map(|(m, t)| (AnyClassifier::from(m), t))?
-        }
-        AnyClassifier::Plain(m) => {
-            time_training(m, args, size, &train_device).map(|(m, t)| (AnyClassifier::from(m), t))?
-        }
-    };
+    let (model, timing) =
+        each!(model, m => time_training(m, args, size, &train_device).map(|(m, t)| (AnyClassifier::from(m), t)))?;
     let eval = model.valid();
     let infer = time_inference(&|x| eval.logits(x), args, size, &device);
     let merged = match spec.method {

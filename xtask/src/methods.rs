@@ -168,6 +168,7 @@ macro_rules! each {
         }
     };
 }
+pub(crate) use each;
 
 impl AnyClassifier {
     /// Loads backbone weights (paths relative to the backbone), strictly.
