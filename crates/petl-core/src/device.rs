@@ -53,14 +53,18 @@ pub fn device_from_name(name: &str) -> crate::Result<Device> {
 
 /// Runs one tiny op on `device`; Burn's GPU runtimes panic when they cannot start, so the panic
 /// is caught and returned as an error naming the backend. While probing, panic reports from
-/// Burn's, CubeCL's and wgpu's own sources are silenced (they may come from the runtime's server
+/// the sources of Burn, CubeCL, wgpu and tch crates (a path component `burn-*`, `cubecl*`,
+/// `wgpu*`, `tch-*`, `torch-sys-*`) are silenced (they may come from the runtime's server
 /// thread); any other panic is reported by the previous hook as usual.
 fn probe(name: &str, device: Device, hint: &str) -> crate::Result<Device> {
     let previous: std::sync::Arc<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> = std::panic::take_hook().into();
     let delegate = previous.clone();
     std::panic::set_hook(Box::new(move |info| {
-        let file = info.location().map(|l| l.file()).unwrap_or("");
-        let inside = ["burn", "cubecl", "wgpu", "tch", "torch"].iter().any(|c| file.contains(c));
+        let file = std::path::Path::new(info.location().map(|l| l.file()).unwrap_or(""));
+        let inside = file.components().any(|c| {
+            let c = c.as_os_str().to_string_lossy();
+            ["burn-", "cubecl", "wgpu", "tch-", "torch-sys-"].iter().any(|crate_dir| c.starts_with(crate_dir))
+        });
         if !inside {
             delegate(info);
         }

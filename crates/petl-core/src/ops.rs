@@ -9,7 +9,7 @@
 //! AVX2/FMA or AVX-512 chosen at run time, plain code elsewhere):
 //!
 //! - `Φ(x)` from Abramowitz & Stegun 7.1.26 (`|erf error| ≤ 1.5e-7`) with a Cody–Waite `exp`
-//!   (≤ 2 ulp), so `|gelu error| ≲ |x|·1e-7` — at f32 rounding for the activations a ViT sees,
+//!   (≤ 3 ulp), so `|gelu error| ≲ |x|·1e-7` — at f32 rounding for the activations a ViT sees,
 //!   far inside the 1e-4 logit tolerance the fixtures check against PyTorch (tested against
 //!   Burn's own GELU below);
 //! - for a tracked input, the derivative `g = Φ(x) + x φ(x)` in the same pass, attached as a
