@@ -13,6 +13,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use clap::Args;
+use petl_core::accounting::{GradientCounts, measure_gradients};
 use petl_core::model::BackboneConfig;
 use petl_core::train::{Classify, clip_global_norm};
 use serde::{Deserialize, Serialize};
@@ -87,6 +88,13 @@ pub struct Row {
     pub peak_heap_bytes: Option<u64>,
     /// Trainable parameters.
     pub trainable_params: usize,
+    /// Bytes of the gradients one backward pass produced (elements × 4 for f32): a law, equal
+    /// to 4 × trainable parameters when frozen means frozen.
+    pub gradient_bytes: usize,
+    /// Gradient tensors one backward pass produced (one per trainable tensor).
+    pub gradient_tensors: usize,
+    /// Gradients found for parameters that do not require one (must be 0).
+    pub frozen_with_gradient: usize,
     /// Serialized AdamW state after the steps (bytes).
     pub optimizer_state_bytes: usize,
     /// This row's step time ÷ PyTorch's for the same method (same run).
@@ -101,6 +109,7 @@ fn median(v: &mut [f64]) -> f64 {
 struct Timing {
     steps: Vec<f64>,
     trainable: usize,
+    gradients: GradientCounts,
     optimizer_state_bytes: usize,
 }
 
@@ -115,10 +124,14 @@ fn time_training<M: Classify>(model: M, args: &BenchArgs, size: usize, device: &
     let mut optim = AdamWConfig::new().with_epsilon(1e-8).init();
     let mut model = model;
     let mut steps = vec![];
+    let mut gradients = GradientCounts::default();
     for i in 0..args.warmup + args.steps {
         let t0 = Instant::now();
         let loss = loss_fn.forward(model.logits(x.clone()), y.clone());
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        if i == 0 {
+            gradients = measure_gradients(&model, &grads);
+        }
         clip_global_norm(&model, &mut grads, 1.0, &ids);
         model = optim.step(1e-3, model, grads);
         loss.into_scalar::<f32>();
@@ -127,7 +140,7 @@ fn time_training<M: Classify>(model: M, args: &BenchArgs, size: usize, device: &
         }
     }
     let optimizer_state_bytes = optim.to_record().into_bytes().map(|b| b.len()).unwrap_or(0);
-    Ok((model, Timing { steps, trainable, optimizer_state_bytes }))
+    Ok((model, Timing { steps, trainable, gradients, optimizer_state_bytes }))
 }
 
 /// Median inference seconds of `logits` on a fixed batch.
@@ -181,6 +194,9 @@ fn bench_row(spec: &MethodSpec, backbone: &BackboneConfig, backend: &str, args: 
         peak_rss_bytes: peak,
         peak_heap_bytes: heap,
         trainable_params: timing.trainable,
+        gradient_bytes: timing.gradients.bytes,
+        gradient_tensors: timing.gradients.tensors,
+        frozen_with_gradient: timing.gradients.frozen_with_gradient,
         optimizer_state_bytes: timing.optimizer_state_bytes,
         ratio_vs_pytorch: None,
     })
@@ -229,6 +245,9 @@ fn pytorch_row(method: Method, backbone: &BackboneConfig, args: &BenchArgs) -> R
         peak_rss_bytes: None,
         peak_heap_bytes: None,
         trainable_params: v["trainable_params"].as_u64().unwrap_or(0) as usize,
+        gradient_bytes: 0,
+        gradient_tensors: 0,
+        frozen_with_gradient: 0,
         optimizer_state_bytes: 0,
         ratio_vs_pytorch: Some(1.0),
     }))
@@ -236,19 +255,24 @@ fn pytorch_row(method: Method, backbone: &BackboneConfig, args: &BenchArgs) -> R
 
 fn markdown(rows: &[Row], args: &BenchArgs) -> String {
     let mut s = format!(
-        "backbone `{}`, batch {}, {} timed steps after {} warm-up (median [min–max]); \
-         ÷ full: this row over full fine-tuning on the same backend\n\n",
-        args.backbone, args.batch, args.steps, args.warmup
+        "CPU: {}\n\nbackbone `{}`, batch {}, {} timed steps after {} warm-up (median [min–max]); \
+         ÷ full: this row over full fine-tuning on the same backend; grads and optim state are \
+         what the trainable set keeps (frozen weights keep none)\n\n",
+        petl_core::device::host_cpu(),
+        args.backbone,
+        args.batch,
+        args.steps,
+        args.warmup
     );
-    s += "| backend | method | train step (s) | samples/s | infer (s) | infer merged (s) | peak heap (MiB) | trainable | optim state (KiB) | step ÷ full | heap ÷ full | ÷ PyTorch |\n";
-    s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "| backend | method | train step (s) | samples/s | infer (s) | infer merged (s) | peak heap (MiB) | trainable | grads (KiB) | optim state (KiB) | step ÷ full | heap ÷ full | ÷ PyTorch |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     let full = |backend: &str| rows.iter().find(|r| r.backend == backend && r.method == Method::Full.label());
     for r in rows {
         let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "–".into());
         let full = full(&r.backend).filter(|f| f.method != r.method);
         let heap_ratio = full.and_then(|f| Some(r.peak_heap_bytes? as f64 / f.peak_heap_bytes? as f64));
         s += &format!(
-            "| {} | {} | {:.3} [{:.3}–{:.3}] | {:.1} | {:.3} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.3} [{:.3}–{:.3}] | {:.1} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.backend,
             r.method,
             r.step_median_s,
@@ -259,6 +283,7 @@ fn markdown(rows: &[Row], args: &BenchArgs) -> String {
             opt(r.infer_merged_median_s, &|v| format!("{v:.3}")),
             opt(r.peak_heap_bytes.map(|b| b as f64 / 1048576.0), &|v| format!("{v:.0}")),
             r.trainable_params,
+            if r.gradient_bytes > 0 { format!("{:.1}", r.gradient_bytes as f64 / 1024.0) } else { "–".into() },
             if r.optimizer_state_bytes > 0 {
                 format!("{:.1}", r.optimizer_state_bytes as f64 / 1024.0)
             } else {
@@ -337,7 +362,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let md = markdown(&rows, &args);
     petl_core::checkpoint::write_atomic(&args.out.join("bench.md"), md.as_bytes())?;
-    let json = serde_json::json!({"backbone": args.backbone, "batch": args.batch, "steps": args.steps, "rows": rows});
+    let json = serde_json::json!({"cpu": petl_core::device::host_cpu(), "backbone": args.backbone, "batch": args.batch, "steps": args.steps, "rows": rows});
     save_json(&args.out.join("bench.json"), &json)?;
     plot(&rows, &args.out.join("bench.svg"))?;
     if args.json {

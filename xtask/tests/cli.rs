@@ -343,12 +343,25 @@ fn bench_measures_each_method_and_backend() {
         assert!(r["step_median_s"].as_f64().unwrap() > 0.0);
         assert!(r["optimizer_state_bytes"].as_u64().unwrap() > 0);
     }
-    let heap = |i: usize| rows[i]["peak_heap_bytes"].as_u64().unwrap();
-    assert!(heap(2) < heap(0), "linear probing stores no backbone activations: {} vs {}", heap(2), heap(0));
-    assert!(heap(0) < heap(3), "ARC below full fine-tuning: {} vs {}", heap(0), heap(3));
-    let frozen_state = rows[2]["optimizer_state_bytes"].as_u64().unwrap();
-    let arc_state = rows[0]["optimizer_state_bytes"].as_u64().unwrap();
-    assert!(frozen_state < arc_state, "linear probing keeps state for the head only");
+    // What each method keeps for training, as laws that hold on any machine: one f32 gradient
+    // per trainable parameter and none for frozen ones, and AdamW state growing with the
+    // trainable set. (Peak heap is reported by `bench` but not asserted: on a toy model at
+    // batch 2 it is dominated by gemm packing buffers sized from the CPU's caches.)
+    let u = |i: usize, k: &str| rows[i][k].as_u64().unwrap();
+    for i in 0..rows.len() {
+        assert_eq!(u(i, "gradient_bytes"), 4 * u(i, "trainable_params"), "{}", rows[i]["method"]);
+        assert_eq!(u(i, "frozen_with_gradient"), 0, "{}: frozen weights got gradients", rows[i]["method"]);
+    }
+    assert_eq!(u(2, "gradient_tensors"), 2, "linear probing: the head's weight and bias only");
+    assert_eq!(
+        u(0, "gradient_tensors"),
+        2 + 2 * 2 * 2 + 2,
+        "ARC, 2 layers: U_att, U_mlp, (λ, b) per layer and site, head"
+    );
+    let order = |k: &str| assert!(u(2, k) < u(0, k) && u(0, k) < u(3, k), "{k}: linear < ARC < full");
+    order("gradient_bytes");
+    order("optimizer_state_bytes");
+    assert!(u(0, "peak_heap_bytes") > 0, "peak heap is reported");
     assert!(std::fs::read_to_string(out.join("bench.svg")).unwrap().contains("<svg"));
     assert!(std::fs::read_to_string(out.join("bench.md")).unwrap().contains("| flex | ARC |"));
     assert!(std::fs::read_to_string(out.join("bench.md")).unwrap().contains("step ÷ full"));

@@ -1,6 +1,7 @@
 //! Accounting: parameter counts by role, adapter bytes, peak memory, throughput.
 
 use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,39 @@ pub fn measure_trainable<M: Module>(module: &M) -> (usize, usize) {
     let mut c = Counter(0, 0);
     module.visit(&mut c);
     (c.0, c.1)
+}
+
+/// What one backward pass left for the optimizer, read off the gradients themselves.
+///
+/// These are laws, not measurements that depend on the machine: every trainable parameter has
+/// one gradient of its own size, and a frozen parameter has none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GradientCounts {
+    /// Gradient tensors present.
+    pub tensors: usize,
+    /// Bytes of those gradients (elements × element size).
+    pub bytes: usize,
+    /// Gradients present for parameters that do not require one (0 when frozen means frozen).
+    pub frozen_with_gradient: usize,
+}
+
+/// Counts the gradients `grads` holds for the parameters of `module`.
+pub fn measure_gradients<M: Module>(module: &M, grads: &GradientsParams) -> GradientCounts {
+    struct Counter<'a>(&'a GradientsParams, GradientCounts);
+    impl ModuleVisitor for Counter<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.0.get::<D>(param.id) {
+                self.1.tensors += 1;
+                self.1.bytes += g.shape().num_elements() * g.dtype().size();
+                if !param.val().is_require_grad() {
+                    self.1.frozen_with_gradient += 1;
+                }
+            }
+        }
+    }
+    let mut c = Counter(grads, GradientCounts::default());
+    module.visit(&mut c);
+    c.1
 }
 
 /// Peak resident set size of this process in bytes (`VmHWM`), where the OS reports it.

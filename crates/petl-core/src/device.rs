@@ -137,3 +137,41 @@ fn compiled_device(name: &str) -> crate::Result<Device> {
         }
     }
 }
+
+/// The CPU this process runs on, for benchmark headers: model name, architecture, the widest
+/// SIMD level the CPU kernels (gemm, petl's GELU) will dispatch to, and rayon's thread count,
+/// e.g. `AMD EPYC (x86_64, AVX2+FMA, 2 threads)`.
+pub fn host_cpu() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name") || l.starts_with("Model"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    format!("{model} ({}, {}, {} threads)", std::env::consts::ARCH, simd_level(), rayon::current_num_threads())
+}
+
+/// The widest SIMD instruction set this CPU offers to run-time dispatched kernels.
+pub fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return "AVX2+FMA";
+        }
+        "SSE2"
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "NEON"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "scalar"
+    }
+}

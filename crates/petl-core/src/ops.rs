@@ -196,6 +196,32 @@ mod tests {
         }
     }
 
+    /// Every SIMD variant this CPU can run gives the portable kernel's bits exactly, so results
+    /// do not depend on which machine (AVX-512, AVX2, neither) the suite runs on.
+    #[test]
+    fn every_dispatch_level_is_bit_identical_to_the_portable_kernel() {
+        let x: Vec<f32> = (0..40_000).map(|i| ((i * 7919) % 20_001) as f32 * 1e-3 - 10.0).collect();
+        let run = |f: &dyn Fn(&[f32], &mut [f32], Option<&mut [f32]>)| {
+            let (mut y, mut g, mut c) = (vec![0.0; x.len()], vec![0.0; x.len()], vec![0.0; x.len()]);
+            f(&x, &mut y, None);
+            f(&x, &mut c, Some(&mut g));
+            [y, g, c].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+        };
+        let portable = run(&|x, y, g| kernel(x, y, g));
+        assert_eq!(run(&|x, y, g| dispatch(x, y, g)), portable, "dispatched");
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: checked just above.
+                assert_eq!(run(&|x, y, g| unsafe { kernel_avx2(x, y, g) }), portable, "AVX2");
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: checked just above.
+                assert_eq!(run(&|x, y, g| unsafe { kernel_avx512(x, y, g) }), portable, "AVX-512");
+            }
+        }
+    }
+
     #[test]
     fn exp_neg_is_within_a_few_ulp() {
         for i in 0..100_000 {
