@@ -29,7 +29,7 @@ impl ArcVariant {
     }
 }
 
-/// Initialisation of `λ_mlp` (spec §3.5: xavier since official commit a8407d7, zeros before).
+/// Initialisation of `λ_mlp` (official code: xavier since commit a8407d7, zeros before).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LambdaInit {
@@ -136,7 +136,7 @@ impl ArcConfig {
         self.sites() * (shared + per_layer)
     }
 
-    /// Allocates ARC for `layout` with the official initialisation (spec §3.5).
+    /// Allocates ARC for `layout` with the official initialisation (`Model/ARC_ViT.py`).
     pub fn init(&self, layout: &Layout, device: &Device) -> ArcTuner {
         let dp = self.bottleneck;
         let down = || {

@@ -14,11 +14,13 @@
 //! - [`merge`]: folds the adapters into the frozen q/k/v (and fc1) weights, giving a plain
 //!   backbone with zero extra parameters and FLOPs.
 //! - [`official`]: loads state dicts saved by the official PyTorch code (its key names).
+//! - [`recipe`]: the official training recipes (learning rates, weight decay, T−1 updates).
 #![warn(missing_docs)]
 
 mod adapter;
 pub mod merge;
 pub mod official;
+pub mod recipe;
 
 pub use adapter::{ArcConfig, ArcTuner, ArcVariant, LambdaInit, LayerAdapter, MlpAdapterSite};
 pub use merge::merge;

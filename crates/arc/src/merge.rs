@@ -1,4 +1,4 @@
-//! Re-parameterisation for inference (spec §6): with `M_l = I + U diag(λ_l) Uᵀ`, a linear
+//! Re-parameterisation for inference (ARC paper, Sec. 3.3): with `M_l = I + U diag(λ_l) Uᵀ`, a linear
 //! `y = z W + c` fed by `A_l(z) = z M_l + b_l` equals `y = z (M_l W) + (c + b_l W)`.
 //! Applied to q, k, v (attention pair) and fc1 (MLP pair) of every ViT block, the merged model
 //! is the plain backbone: zero extra parameters and FLOPs.

@@ -1,4 +1,4 @@
-//! State dicts of the official PyTorch code (`Model/ARC_ViT.py`, key names of spec §11) →
+//! State dicts of the official PyTorch code (`Model/ARC_ViT.py`, its key names) →
 //! paths of [`crate::ArcClassifier`]. Torch `[out, in]` Linear weights are transposed.
 
 use petl_core::Error;

@@ -1,4 +1,4 @@
-//! Parity with a PyTorch ViT + ARC written from the spec (fixtures made by
+//! Parity with a PyTorch ViT + ARC written from the paper and the official code (fixtures made by
 //! `tools/fixtures/arc_vit.py`, official key names): forward (T2), gradients and two AdamW
 //! steps with global-norm clipping (T3), merging (T6), parameter counts (T11).
 

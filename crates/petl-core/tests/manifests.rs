@@ -21,7 +21,7 @@ fn vtab_manifest_matches_the_task_table() {
         assert_eq!(entry["splits"]["train800val200"], VtabSplit::Train800Val200.expected_len(task));
     }
     let total: u64 = tasks.iter().map(|t| t["classes"].as_u64().unwrap()).sum();
-    assert_eq!(total, 940, "sum of the 19 class counts (spec §5)");
+    assert_eq!(total, 940, "sum of the 19 VTAB-1k class counts");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Swin parity against timm (ARC spec T9, backbone part): the tiny Swin of
+//! Swin parity against timm (backbone part): the tiny Swin of
 //! `tools/fixtures/swin_tiny.py` (image 32, patch 4, embed 16, depths (2, 2), heads (2, 4),
 //! window 4; stage 0 has a shifted block with a mask, stage 1 equals the window) loaded from the
 //! timm state dict through `families::swin_timm`, compared with timm's float64 references.
@@ -78,7 +78,7 @@ fn unknown_and_buffer_keys() {
     assert!(report.check("test", |_| false).is_err());
 }
 
-/// The Microsoft release is a `.pth` with the state dict nested under `model` (spec §7.2).
+/// The Microsoft release is a `.pth` with the state dict nested under `model` .
 #[test]
 fn nested_pth_release_loads_like_the_state_dict() {
     let device = Device::flex();

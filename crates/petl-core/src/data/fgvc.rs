@@ -1,8 +1,8 @@
-//! FGVC (spec section 8.2, VPT split files): `<root>/<Name>/{train,val,test}.json`, each one
+//! FGVC (the VPT split files): `<root>/<Name>/{train,val,test}.json`, each one
 //! JSON object mapping a relative image path to an integer class id.
 //!
 //! Labels are mapped **per split file** as in the official code (sorted distinct raw ids →
-//! `0..`), with the project's guard (spec 12.14): the id sets of `train.json` and `test.json`
+//! `0..`), with a guard of our own: the id sets of `train.json` and `test.json`
 //! must be identical, otherwise the two label spaces would silently disagree. `val.json` may
 //! lack classes (it is a small random subset), so it is mapped with the `train.json` mapping
 //! instead, which equals its per-file mapping whenever it holds every class; an id of

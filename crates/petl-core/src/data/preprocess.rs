@@ -1,4 +1,4 @@
-//! Image decoding and the papers' preprocessing (spec section 7.3).
+//! Image decoding and the papers' preprocessing (the official ARC/NOAH data loaders).
 //!
 //! Every view is: decode (any mode → RGB8) → geometry ([`Preprocess`]: resize, crop, flip) →
 //! float CHW in `[0, 1]` → per-channel normalisation ([`Normalization`]).
@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// Per-channel normalisation applied after scaling pixels to `[0, 1]` (spec 7.3 and 12.6).
+/// Per-channel normalisation applied after scaling pixels to `[0, 1]` (ImageNet statistics for
+/// VTAB, as the official code uses).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Normalization {
@@ -59,7 +60,7 @@ impl Normalization {
     }
 }
 
-/// The geometric part of a view (spec 7.3) plus its normalisation.
+/// The geometric part of a view plus its normalisation.
 ///
 /// Serialised with a `kind` tag, e.g. `{"kind": "vtab", "size": 224, "norm": "imagenet"}`;
 /// `norm` may be omitted (ImageNet).

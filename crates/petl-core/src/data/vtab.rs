@@ -1,4 +1,4 @@
-//! VTAB-1k (spec section 8.1): `<root>/<task>/{train800,val200,train800val200,test}.txt`, one
+//! VTAB-1k (the list files of the NOAH/ARC releases): `<root>/<task>/{train800,val200,train800val200,test}.txt`, one
 //! `<relative_image_path> <label>` per line, paths relative to `<root>/<task>/`.
 
 use std::fmt;
@@ -24,7 +24,7 @@ pub enum VtabGroup {
 
 macro_rules! vtab_tasks {
     ($($variant:ident = $folder:literal, $group:ident, $k:literal, $test:literal;)*) => {
-        /// The 19 VTAB-1k tasks, in the order of the result tables (spec 8.1).
+        /// The 19 VTAB-1k tasks, in the order of the papers' result tables.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum VtabTask {
             $(

@@ -22,8 +22,8 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::write_atomic;
 use crate::data::{ImageDataset, ImageSample, batch};
+use crate::io::write_atomic;
 use crate::model::Classifier;
 use crate::model::Tuner;
 use crate::weights::{apply_with_ids, collect_with_ids, read_safetensors, write_safetensors};
@@ -31,7 +31,9 @@ use crate::{Error, Result, accounting};
 pub use clip::clip_global_norm;
 pub use schedule::WarmupCosine;
 
-/// Optimisation recipe. Defaults are the ARC VTAB recipe (spec §9).
+/// Optimisation recipe. The defaults are the usual VTAB-1k transfer settings (100 epochs, 10
+/// warm-up, batch 32, global-norm clipping 1.0, as in VPT and the papers built on it); each
+/// method crate keeps its paper's exact recipes (e.g. `arc::recipe`).
 #[derive(Config, Debug, PartialEq)]
 pub struct TrainConfig {
     /// Epochs.
@@ -64,9 +66,11 @@ pub struct TrainConfig {
     /// Evaluate every this many epochs (and after the last).
     #[config(default = 1)]
     pub eval_every: usize,
-    /// Reproduce the official loop's T−1 updates (the very last update is skipped).
+    /// Skip the very last optimizer update (T−1 updates in all): some official training loops
+    /// step the optimizer before the scheduler and stop one update short; set this to match
+    /// them exactly.
     #[config(default = false)]
-    pub official_step_count: bool,
+    pub skip_last_update: bool,
 }
 
 /// A model the loop can train: images `[B, 3, H, W]` -> logits `[B, K]`.
@@ -228,7 +232,7 @@ impl Trainer {
         let loss_fn = loss_cfg.init(&device);
         let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
         let total = cfg.epochs * steps_per_epoch;
-        let last_update = if cfg.official_step_count { total.saturating_sub(1) } else { total };
+        let last_update = if cfg.skip_last_update { total.saturating_sub(1) } else { total };
         let schedule = WarmupCosine::new(cfg.warmup_epochs * steps_per_epoch, total);
 
         // As the official loop: the seed is set again just before training (dropout masks).

@@ -43,7 +43,7 @@ fn count_blocks(map: &TensorMap, prefix: &str) -> usize {
 }
 
 /// Google ViT `.npz` (IN-21k release; AugReg files share the layout) → [`crate::vit::Vit`]
-/// paths. The table is the ARC spec, section 7.1; `head/*` and `pre_logits/*` are dropped.
+/// paths. The names follow `big_vision`/`vit_jax` checkpoints as timm's `_load_weights` reads them; `head/*` and `pre_logits/*` are dropped.
 pub fn vit_google_npz(mut src: TensorMap) -> Result<TensorMap> {
     let mut dst = TensorMap::new(src.source.clone());
     let layers = count_blocks(&src, "Transformer/encoderblock_");
@@ -119,7 +119,7 @@ pub fn vit_timm(mut src: TensorMap) -> Result<TensorMap> {
 }
 
 /// timm / Microsoft Swin state dict (safetensors or `.pth`) → [`crate::swin::Swin`] paths
-/// (ARC spec, section 7.2). Torch `[out, in]` Linear weights are transposed; the patch-embed
+/// (timm's `checkpoint_filter_fn` layouts). Torch `[out, in]` Linear weights are transposed; the patch-embed
 /// conv keeps its OIHW layout; `head.*` and the recomputed buffers
 /// `*.attn.relative_position_index` and `*.attn_mask` are dropped.
 ///
