@@ -25,7 +25,7 @@ use peakmem_alloc::PeakMemAllocTrait;
 /// Options of `bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Methods (rows), comma-separated: arc, arc-att, lora, adapter, linear, full.
+    /// Methods (rows), comma-separated: arc, arc-att, lora, adapter, deep-prompt, linear, full.
     #[arg(long, value_delimiter = ',', default_value = "arc,lora,adapter,linear,full")]
     pub method: Vec<Method>,
     /// Backbone preset (`vit-ti16` is the ViT-Tiny-like model of BACKENDS.md).
@@ -211,6 +211,7 @@ fn pytorch_row(method: Method, backbone: &BackboneConfig, args: &BenchArgs) -> R
         Method::Adapter => "adapter",
         Method::Linear => "linear",
         Method::Full => "full",
+        Method::DeepPrompt => return Ok(None),
     };
     let BackboneConfig::Vit(v) = backbone else { bail!("--against pytorch supports ViT backbones") };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/bench/bench_torch.py");
@@ -361,7 +362,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let md = markdown(&rows, &args);
-    petl_core::checkpoint::write_atomic(&args.out.join("bench.md"), md.as_bytes())?;
+    petl_core::io::write_atomic(&args.out.join("bench.md"), md.as_bytes())?;
     let json = serde_json::json!({"cpu": petl_core::device::host_cpu(), "backbone": args.backbone, "batch": args.batch, "steps": args.steps, "rows": rows});
     save_json(&args.out.join("bench.json"), &json)?;
     plot(&rows, &args.out.join("bench.svg"))?;

@@ -62,7 +62,7 @@ struct ParamsArgs {
 /// Writes pretty JSON atomically.
 pub fn save_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)?;
-    petl_core::checkpoint::write_atomic(path, &bytes)?;
+    petl_core::io::write_atomic(path, &bytes)?;
     Ok(())
 }
 

@@ -1,16 +1,17 @@
 //! The methods `reproduce`, `params` and `predict` dispatch over, and one wrapper enum over
 //! their models (the `ModelWrapper` pattern): each arm is a [`Classifier`] with its tuner.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result};
 use arc::{ArcClassifier, ArcConfig, ArcVariant};
 use burn::prelude::*;
 use clap::ValueEnum;
 use petl_core::accounting::ParamCounts;
+use petl_core::checkpoint::AdapterConfig;
 use petl_core::data::ImageDataset;
 use petl_core::hooks::NoHooks;
 use petl_core::model::{BackboneConfig, Classifier, HeadInit, PlainClassifier, init_head};
 use petl_core::train::{Classify, TrainReport, Trainer};
-use petl_core::tuners::{BottleneckAdapter, BottleneckAdapterConfig, Lora, LoraConfig};
+use petl_core::tuners::{BottleneckAdapter, BottleneckAdapterConfig, DeepPrompt, DeepPromptConfig, Lora, LoraConfig};
 use petl_core::weights::{TensorMap, collect};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,8 @@ pub enum Method {
     Lora,
     /// Bottleneck adapter after attention and FFN.
     Adapter,
+    /// Deep prompt tuning: learnable key/value tokens in every block.
+    DeepPrompt,
     /// Linear probing: head only.
     Linear,
     /// Full fine-tuning.
@@ -40,9 +43,15 @@ impl Method {
             Method::ArcAtt => "ARC_att",
             Method::Lora => "LoRA",
             Method::Adapter => "Adapter",
+            Method::DeepPrompt => "Deep prompt",
             Method::Linear => "Linear",
             Method::Full => "Full FT",
         }
+    }
+
+    /// The method of a command-line name (`arc`, `arc-att`, ...).
+    pub fn from_name(name: &str) -> Option<Self> {
+        <Self as ValueEnum>::from_str(name, false).ok()
     }
 
     /// The command-line name.
@@ -62,6 +71,8 @@ pub struct MethodSpec {
     pub lora: LoraConfig,
     /// Bottleneck-adapter hyper-parameters.
     pub adapter: BottleneckAdapterConfig,
+    /// Deep-prompt hyper-parameters.
+    pub prompt: DeepPromptConfig,
 }
 
 impl MethodSpec {
@@ -73,7 +84,42 @@ impl MethodSpec {
             arc: arc.with_variant(variant),
             lora: LoraConfig::new(),
             adapter: BottleneckAdapterConfig::new(),
+            prompt: DeepPromptConfig::new(),
         }
+    }
+
+    /// This method's own hyper-parameters (what an adapter checkpoint stores): ARC's config for
+    /// ARC, LoRA's for LoRA, ...; `{}` for linear probing and full fine-tuning.
+    pub fn method_config(&self) -> serde_json::Value {
+        match self.method {
+            Method::Arc | Method::ArcAtt => serde_json::to_value(&self.arc),
+            Method::Lora => serde_json::to_value(&self.lora),
+            Method::Adapter => serde_json::to_value(&self.adapter),
+            Method::DeepPrompt => serde_json::to_value(&self.prompt),
+            Method::Linear | Method::Full => Ok(serde_json::json!({})),
+        }
+        .expect("method configs serialise")
+    }
+
+    /// The inverse of [`MethodSpec::method_config`]: `method` with the stored config.
+    pub fn from_stored(method: Method, config: &serde_json::Value) -> Result<Self> {
+        let mut spec = Self::new(method, ArcConfig::new());
+        let what = || format!("the stored {} config", method.label());
+        match method {
+            Method::Arc | Method::ArcAtt => {
+                spec.arc = serde_json::from_value(config.clone()).with_context(what)?;
+            }
+            Method::Lora => spec.lora = serde_json::from_value(config.clone()).with_context(what)?,
+            Method::Adapter => spec.adapter = serde_json::from_value(config.clone()).with_context(what)?,
+            Method::DeepPrompt => spec.prompt = serde_json::from_value(config.clone()).with_context(what)?,
+            Method::Linear | Method::Full => {}
+        }
+        Ok(spec)
+    }
+
+    /// The adapter-checkpoint config of this method trained on `backbone` with `classes`.
+    pub fn adapter_config(&self, backbone: &BackboneConfig, classes: usize) -> AdapterConfig {
+        AdapterConfig::new(self.method.name(), self.method_config(), backbone.clone(), classes)
     }
 
     /// Parameter counts from the configs alone (nothing allocated).
@@ -85,6 +131,7 @@ impl MethodSpec {
             Method::Arc | Method::ArcAtt => self.arc.num_params(&layout),
             Method::Lora => self.lora.num_params(&layout),
             Method::Adapter => self.adapter.num_params(&layout),
+            Method::DeepPrompt => self.prompt.num_params(&layout),
             Method::Linear | Method::Full => 0,
         };
         let (trainable, frozen) = match self.method {
@@ -111,6 +158,11 @@ impl MethodSpec {
                 tuner: self.adapter.init(&layout, device),
                 head: head(),
             }),
+            Method::DeepPrompt => AnyClassifier::Prompt(Classifier {
+                backbone: frozen(),
+                tuner: self.prompt.init(&layout, device),
+                head: head(),
+            }),
             Method::Linear => AnyClassifier::Plain(Classifier { backbone: frozen(), tuner: NoHooks, head: head() }),
             Method::Full => AnyClassifier::Plain(Classifier {
                 backbone: backbone.init(device),
@@ -130,6 +182,8 @@ pub enum AnyClassifier {
     Lora(Classifier<Lora>),
     /// Bottleneck adapter.
     Adapter(Classifier<BottleneckAdapter>),
+    /// Deep prompts.
+    Prompt(Classifier<DeepPrompt>),
     /// Linear probe or full fine-tuning.
     Plain(PlainClassifier),
 }
@@ -152,6 +206,12 @@ impl From<Classifier<BottleneckAdapter>> for AnyClassifier {
     }
 }
 
+impl From<Classifier<DeepPrompt>> for AnyClassifier {
+    fn from(m: Classifier<DeepPrompt>) -> Self {
+        AnyClassifier::Prompt(m)
+    }
+}
+
 impl From<PlainClassifier> for AnyClassifier {
     fn from(m: PlainClassifier) -> Self {
         AnyClassifier::Plain(m)
@@ -164,6 +224,7 @@ macro_rules! each {
             AnyClassifier::Arc($m) => $body,
             AnyClassifier::Lora($m) => $body,
             AnyClassifier::Adapter($m) => $body,
+            AnyClassifier::Prompt($m) => $body,
             AnyClassifier::Plain($m) => $body,
         }
     };
@@ -220,9 +281,16 @@ impl AnyClassifier {
     }
 
     /// Folds the method into the backbone where it merges exactly (ARC, LoRA on ViT).
+    ///
+    /// # Errors
+    /// [`NotMergeable`] (inside the `anyhow::Error`) for a method configuration that has no
+    /// exact merged form.
     pub fn merged(self) -> Result<PlainClassifier> {
         match self {
-            AnyClassifier::Arc(m) => Ok(arc::merge(m)?),
+            AnyClassifier::Arc(m) => arc::merge(m).map_err(|e| match e {
+                arc::ArcError::NotMergeable(why) => NotMergeable(why).into(),
+                other => other.into(),
+            }),
             AnyClassifier::Lora(m) => {
                 let m = m.valid();
                 match m.backbone {
@@ -231,11 +299,22 @@ impl AnyClassifier {
                         tuner: NoHooks,
                         head: m.head,
                     }),
-                    _ => bail!("LoRA merging is implemented for ViT backbones only"),
+                    _ => Err(NotMergeable("LoRA merging is implemented for ViT backbones only".into()).into()),
                 }
             }
             AnyClassifier::Plain(m) => Ok(m.valid()),
-            AnyClassifier::Adapter(_) => bail!("the bottleneck adapter is non-linear and cannot be merged"),
+            AnyClassifier::Adapter(_) => {
+                Err(NotMergeable("the bottleneck adapter is non-linear and cannot be merged".into()).into())
+            }
+            AnyClassifier::Prompt(_) => {
+                Err(NotMergeable("deep prompts add keys and values to every block".into()).into())
+            }
         }
     }
 }
+
+/// A method configuration that has no exact merged form (a property of the configuration, not
+/// a failure): reported as such, e.g. in `reproduce`'s table.
+#[derive(Debug, thiserror::Error)]
+#[error("does not merge: {0}")]
+pub struct NotMergeable(pub String);

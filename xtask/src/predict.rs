@@ -13,6 +13,7 @@ use arc::{ArcConfig, ArcVariant};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use clap::Args;
+use petl_core::checkpoint::AdapterConfig;
 use petl_core::data::preprocess::{Preprocess, load_image};
 use petl_core::model::BackboneConfig;
 use petl_core::vit::VitConfig;
@@ -56,7 +57,8 @@ pub struct PredictArgs {
     pub batch: usize,
 }
 
-/// The model JSON of `--config`, also stored in adapter-only checkpoints of ViT runs.
+/// The model JSON of `--config` (the official ARC code's model arguments), also what adapter-only
+/// checkpoints of ViT runs stored before the `petl-adapter/1` schema.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelJson {
@@ -87,21 +89,6 @@ fn default_adapter_dim() -> usize {
 }
 
 impl ModelJson {
-    /// The JSON of a ViT model trained with `spec`.
-    pub fn from_vit(vit: &VitConfig, spec: &MethodSpec, classes: usize) -> Self {
-        Self {
-            image_size: vit.image_size,
-            patch_size: vit.patch_size,
-            hidden_size: vit.hidden_size,
-            num_layers: vit.num_layers,
-            num_heads: vit.num_heads,
-            mlp_dim: vit.mlp_dim,
-            num_classes: classes,
-            adapter_dim: spec.arc.bottleneck,
-            variant: Some(spec.arc.variant),
-        }
-    }
-
     fn vit(&self) -> VitConfig {
         VitConfig::new(
             self.image_size,
@@ -167,7 +154,7 @@ fn write_npy(path: &Path, data: &[f32], shape: [usize; 2]) -> Result<()> {
         w.extend(data.iter().copied())?;
         w.finish()?;
     }
-    petl_core::checkpoint::write_atomic(path, &bytes)?;
+    petl_core::io::write_atomic(path, &bytes)?;
     Ok(())
 }
 
@@ -198,32 +185,49 @@ pub fn run(args: PredictArgs) -> Result<()> {
         (spec.build(&backbone, shapes.num_classes, &device).load_tensors(arc::official::rename(raw)?)?, size)
     } else {
         let (tensors, meta) = petl_core::checkpoint::load_adapter(&args.checkpoint)?;
-        let stored: ModelJson = serde_json::from_value(meta.clone())
-            .with_context(|| format!("{}: adapter config is not a model JSON", args.checkpoint.display()))?;
+        let path = args.checkpoint.display();
+        let (spec, backbone, classes) = match AdapterConfig::from_stored(&args.checkpoint, &meta)? {
+            Some(stored) => {
+                let method = Method::from_name(&stored.method)
+                    .with_context(|| format!("{path}: unknown method `{}`", stored.method))?;
+                if method != args.method {
+                    bail!(
+                        "{path}: checkpoint holds an adapter of method `{}`, not `{}`",
+                        method.name(),
+                        args.method.name()
+                    );
+                }
+                let spec = MethodSpec::from_stored(method, &stored.method_config).with_context(|| path.to_string())?;
+                (spec, stored.backbone, stored.num_classes)
+            }
+            None => {
+                // Written before the adapter-config schema: the flat ViT model JSON.
+                let stored: ModelJson = serde_json::from_value(meta.clone())
+                    .with_context(|| format!("{path}: adapter config is not a model JSON"))?;
+                let spec = MethodSpec::new(args.method, ArcConfig::new().with_bottleneck(stored.adapter_dim));
+                (spec, BackboneConfig::Vit(stored.vit()), stored.num_classes)
+            }
+        };
         if let Some(c) = &args.config {
             let given = parse_config(c)?;
-            if given != stored {
+            if BackboneConfig::Vit(given.vit()) != backbone || given.num_classes != classes {
                 bail!(
-                    "{}: checkpoint was trained for {stored:?}, but --config says {given:?}",
-                    args.checkpoint.display()
+                    "{path}: checkpoint was trained for {backbone:?} with {classes} classes, but --config says {given:?}"
                 );
             }
         }
-        let backbone = BackboneConfig::Vit(stored.vit());
         if let Some(b) = &args.backbone {
             if BackboneConfig::preset(b)? != backbone {
-                bail!("{}: checkpoint was trained on another backbone than --backbone {b}", args.checkpoint.display());
+                bail!("{path}: checkpoint was trained on another backbone than --backbone {b}");
             }
         }
-        let arc = ArcConfig::new().with_bottleneck(stored.adapter_dim);
-        let spec = MethodSpec::new(args.method, arc);
-        let mut model = spec.build(&backbone, stored.num_classes, &device);
+        let mut model = spec.build(&backbone, classes, &device);
         if args.method != Method::Full {
             let weights =
                 args.weights.as_ref().context("adapter-only checkpoints need the frozen backbone: give --weights")?;
             model = model.load_backbone(load_backbone_weights(weights, &backbone)?)?;
         }
-        (model.load_tensors(tensors)?, stored.image_size)
+        (model.load_tensors(tensors)?, backbone.image_size())
     };
     let (data, n) = read_input(&args, size)?;
     let per = 3 * size * size;

@@ -118,13 +118,15 @@ impl Embedded {
 
 /// The embedded recipe per method: the official ARC recipe shape (AdamW, warm-up cosine,
 /// clipping 1.0; ARC's official VTAB learning rate 0.01, also used for linear probing) and
-/// untuned choices for the baselines: 5e-3 for LoRA and the adapter, 1e-3 for full
-/// fine-tuning of the small from-scratch-pretrained ViT.
+/// untuned choices for the baselines: 5e-3 for LoRA and the adapter, 1e-2 for deep prompts (VPT's
+/// prompts train at large learning rates), 1e-3 for full fine-tuning of the small
+/// from-scratch-pretrained ViT.
 fn embedded_recipe(method: Method, epochs: usize, seed: u64) -> TrainConfig {
     let lr = match method {
         Method::Full => 1e-3,
         Method::Arc | Method::ArcAtt | Method::Linear => 1e-2,
         Method::Lora | Method::Adapter => 5e-3,
+        Method::DeepPrompt => 1e-2,
     };
     TrainConfig::new()
         .with_epochs(epochs)
@@ -189,29 +191,33 @@ fn pretrained_backbone(e: &Embedded, seed: u64, device: &Device, quiet: bool) ->
     Ok((backbone, path))
 }
 
-/// The config stored in adapter-only checkpoints: the flat model JSON of `predict --config`
-/// for ViT backbones, the nested configs otherwise.
-fn adapter_json(spec: &MethodSpec, backbone: &BackboneConfig, classes: usize) -> serde_json::Value {
-    match backbone {
-        BackboneConfig::Vit(vit) => {
-            serde_json::to_value(crate::predict::ModelJson::from_vit(vit, spec, classes)).expect("serialises")
-        }
-        BackboneConfig::Swin(_) => serde_json::json!({"method": spec, "backbone": backbone, "num_classes": classes}),
-    }
+/// How a trained model relates to its merged form.
+enum Merge {
+    /// The method never merges (the bottleneck adapter: non-linear; deep prompts: extra keys).
+    Never,
+    /// Merged: max |logit difference| against the unmerged model on a few test images.
+    Exact(f64),
+    /// This configuration of a merging method has no exact merged form; why.
+    NotMergeable(String),
 }
 
-/// Eval-mode logits of the trained model against its merged form on a few test images, for
-/// the methods that merge; `None` for those that do not.
-fn merge_check(model: crate::methods::AnyClassifier, test: &dyn ImageDataset, device: &Device) -> Result<Option<f64>> {
-    if matches!(model, crate::methods::AnyClassifier::Adapter(_)) {
-        return Ok(None);
+/// Eval-mode logits of the trained model against its merged form on a few test images.
+fn merge_check(model: crate::methods::AnyClassifier, test: &dyn ImageDataset, device: &Device) -> Result<Merge> {
+    if matches!(model, crate::methods::AnyClassifier::Adapter(_) | crate::methods::AnyClassifier::Prompt(_)) {
+        return Ok(Merge::Never);
     }
     let samples: Vec<_> = (0..test.len().min(16)).map(|i| test.get(i, None)).collect::<petl_core::Result<_>>()?;
     let (images, _) = petl_core::data::batch(&samples, test.image_size(), device);
     let before = petl_core::weights::HostTensor::from_tensor(&model.valid().logits(images.clone()));
-    let merged = model.merged()?;
+    let merged = match model.merged() {
+        Ok(m) => m,
+        Err(e) => match e.downcast::<crate::methods::NotMergeable>() {
+            Ok(why) => return Ok(Merge::NotMergeable(why.0)),
+            Err(e) => return Err(e),
+        },
+    };
     let after = petl_core::weights::HostTensor::from_tensor(&merged.logits(images));
-    Ok(Some(before.data.iter().zip(&after.data).map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max)))
+    Ok(Merge::Exact(before.data.iter().zip(&after.data).map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max)))
 }
 
 /// What every (task, method) run of one table shares.
@@ -277,16 +283,27 @@ impl Runner<'_> {
                 petl_core::checkpoint::save_adapter(
                     &dir.join("adapter.safetensors"),
                     &model.adapter_tensors(spec.method == Method::Full),
-                    &adapter_json(spec, backbone, train.num_classes()),
+                    &serde_json::to_value(spec.adapter_config(backbone, train.num_classes())).expect("serialises"),
                 )?;
-                if let Some(diff) = merge_check(model, test, device)? {
-                    println!(
-                        "{task:>12} {:>8}: merged model (0 extra parameters) max |logit diff| {diff:.2e}",
-                        spec.method.label()
-                    );
-                    if diff > 1e-3 {
-                        bail!("{task}/{}: merged logits differ from unmerged by {diff}", spec.method.label());
+                let note = dir.join("not-mergeable.json");
+                std::fs::remove_file(&note)
+                    .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+                    .with_context(|| format!("removing {}", note.display()))?;
+                match merge_check(model, test, device)? {
+                    Merge::Exact(diff) => {
+                        println!(
+                            "{task:>12} {:>8}: merged model (0 extra parameters) max |logit diff| {diff:.2e}",
+                            spec.method.label()
+                        );
+                        if diff > 1e-3 {
+                            bail!("{task}/{}: merged logits differ from unmerged by {diff}", spec.method.label());
+                        }
                     }
+                    Merge::NotMergeable(why) => {
+                        println!("{task:>12} {:>8}: does not merge: {why}", spec.method.label());
+                        save_json(&note, &serde_json::json!({ "reason": why }))?;
+                    }
+                    Merge::Never => {}
                 }
                 if report.trainable_params != counts.trainable_params {
                     bail!(
@@ -318,6 +335,10 @@ impl Runner<'_> {
             samples_per_sec: report.samples_per_sec,
             peak_rss_bytes: report.peak_rss_bytes,
             wall_secs: report.wall_secs,
+            not_mergeable: std::fs::read(dir.join("not-mergeable.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["reason"].as_str().map(str::to_owned)),
         })
     }
 }
@@ -344,7 +365,7 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
             .map(|b| format!("{:.0} MiB", b as f64 / 1048576.0))
             .unwrap_or("n/a".into())
     );
-    petl_core::checkpoint::write_atomic(&args.out.join("table.md"), md.as_bytes())?;
+    petl_core::io::write_atomic(&args.out.join("table.md"), md.as_bytes())?;
     save_json(
         &args.out.join("results.json"),
         &serde_json::json!({
@@ -368,8 +389,10 @@ fn run_embedded(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec
     } else {
         args.tasks.iter().map(|t| t.parse::<ShapesTask>().map_err(anyhow::Error::from)).collect::<Result<_>>()?
     };
-    let methods =
-        methods_or(args, &[Method::Arc, Method::ArcAtt, Method::Lora, Method::Adapter, Method::Linear, Method::Full]);
+    let methods = methods_or(
+        args,
+        &[Method::Arc, Method::ArcAtt, Method::Lora, Method::Adapter, Method::DeepPrompt, Method::Linear, Method::Full],
+    );
     let (backbone, weights_path) = pretrained_backbone(&e, args.seed, device, args.quiet)?;
     let weights = || Ok(petl_core::weights::read_safetensors(&weights_path)?);
     let runner = Runner { backbone: &backbone, weights: &weights, device, quiet: args.quiet };
@@ -404,32 +427,6 @@ fn selected<T: Copy + std::str::FromStr + PartialEq>(names: &[String], all: &[T]
     names.iter().filter_map(|n| n.parse::<T>().ok()).collect()
 }
 
-/// Swin-B VTAB per-task (lr, weight decay) of the official script (spec §9).
-fn swin_vtab_recipe(task: VtabTask) -> (f64, f64) {
-    use VtabTask::*;
-    match task {
-        Cifar => (0.005, 0.01),
-        Caltech101 => (0.003, 0.05),
-        Dtd => (0.005, 0.05),
-        OxfordFlowers102 => (0.005, 5e-5),
-        OxfordIiitPet => (0.01, 0.05),
-        Svhn => (0.01, 0.05),
-        Sun397 => (0.005, 5e-5),
-        PatchCamelyon => (0.005, 5e-5),
-        Eurosat => (0.003, 0.0),
-        Resisc45 => (0.01, 0.0),
-        DiabeticRetinopathy => (0.005, 5e-5),
-        ClevrCount => (0.002, 0.05),
-        ClevrDist => (0.001, 0.05),
-        Dmlab => (0.005, 0.01),
-        Kitti => (0.01, 0.0),
-        DspritesLoc => (0.01, 0.0),
-        DspritesOri => (0.005, 0.0),
-        SmallnorbAzi => (0.01, 0.005),
-        SmallnorbEle => (0.001, 0.05),
-    }
-}
-
 fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<String>, Vec<(String, String)>)> {
     let backbone = BackboneConfig::preset(&args.backbone)?;
     let Some(weights_path) = args.weights.clone() else {
@@ -445,14 +442,7 @@ fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<Str
     let runner = Runner { backbone: &backbone, weights: &weights, device, quiet: args.quiet };
     let size = backbone.image_size() as u32;
     let epochs = args.epochs.unwrap_or(100);
-    let official = |lr: f64, wd: f64| {
-        TrainConfig::new()
-            .with_epochs(epochs)
-            .with_lr(args.lr.unwrap_or(lr))
-            .with_weight_decay(wd)
-            .with_official_step_count(true)
-            .with_seed(args.seed)
-    };
+    let official = |lr: f64, wd: f64| arc::recipe::official(args.lr.unwrap_or(lr), wd, epochs, args.seed);
     let specs = |default: Method| -> Vec<MethodSpec> {
         methods_or(args, &[default]).into_iter().map(|m| MethodSpec::new(m, arc.clone())).collect()
     };
@@ -472,7 +462,7 @@ fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<Str
             columns.push((task.folder().to_string(), group.clone()));
             let train = VtabDataset::open(root, task, VtabSplit::Train800Val200, Preprocess::vtab(size))?;
             let test = VtabDataset::open(root, task, VtabSplit::Test, Preprocess::vtab(size))?;
-            let (lr, wd) = if is_swin { swin_vtab_recipe(task) } else { (0.01, 0.0) };
+            let (lr, wd) = if is_swin { arc::recipe::swin_vtab(task) } else { arc::recipe::VIT_VTAB };
             let dir = args.out.join("vtab").join(task.folder());
             cells.extend(runner.task(
                 &methods,
@@ -494,7 +484,7 @@ fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<Str
             let dir = args.out.join("fgvc").join(task.folder());
             cells.extend(runner.task(
                 &methods,
-                &|_| official(0.005, 0.01),
+                &|_| official(arc::recipe::FGVC.0, arc::recipe::FGVC.1),
                 (&train, &test),
                 &dir,
                 (task.folder(), "FGVC"),

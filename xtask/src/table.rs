@@ -28,6 +28,9 @@ pub struct Cell {
     pub peak_rss_bytes: Option<u64>,
     /// Wall seconds of the run.
     pub wall_secs: f64,
+    /// Why this configuration of a merging method has no exact merged form, if it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_mergeable: Option<String>,
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -127,6 +130,18 @@ pub fn markdown(cells: &[Cell], methods: &[String], tasks: &[(String, String)]) 
             write!(line, " {:.1} | {:.1} | {} |", s.mean_of_tasks, s.mean_of_groups, params(s.mean_trainable_params));
         let _ = writeln!(out, "{line}");
     }
+    let mut notes: Vec<String> = vec![];
+    for c in cells {
+        if let Some(why) = &c.not_mergeable {
+            let note = format!("{} does not merge: {why}", c.method);
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(out, "\n{}", notes.join("\n"));
+    }
     out
 }
 
@@ -160,6 +175,7 @@ mod tests {
             samples_per_sec: 1.0,
             peak_rss_bytes: None,
             wall_secs: 1.0,
+            not_mergeable: None,
         }
     }
 
@@ -181,5 +197,11 @@ mod tests {
         assert!((s.mean_of_groups - 55.0).abs() < 1e-9);
         let md = markdown(&cells, &["ARC".into()], &tasks);
         assert!(md.contains("| ARC | 80.0 | 60.0 | **70.0** | 40.0 | **40.0** | 60.0 | 55.0 |"), "{md}");
+        assert!(!md.contains("does not merge"));
+        let mut cells = cells;
+        cells[0].not_mergeable = Some("the MLP adapter sits on the residual stream".into());
+        cells[1].not_mergeable = cells[0].not_mergeable.clone();
+        let md = markdown(&cells, &["ARC".into()], &tasks);
+        assert_eq!(md.matches("ARC does not merge: the MLP adapter sits on the residual stream").count(), 1, "{md}");
     }
 }

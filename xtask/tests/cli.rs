@@ -235,11 +235,9 @@ fn write_png(path: &Path, seed: u32) {
     img.save(path).unwrap();
 }
 
-#[test]
-fn real_data_protocol_runs_on_small_vtab_and_fgvc_folders() {
-    let dir = tempfile::tempdir().unwrap();
-    // VTAB-1k layout with the `kitti` task (4 classes), a few images per split.
-    let vtab = dir.path().join("vtab");
+/// A VTAB-1k folder with the `kitti` task (4 classes): 8 training and 4 test images.
+fn vtab_kitti(dir: &Path) -> std::path::PathBuf {
+    let vtab = dir.join("vtab");
     for (split, n) in [("train800val200", 8), ("test", 4)] {
         let mut lines = String::new();
         for i in 0..n {
@@ -249,6 +247,84 @@ fn real_data_protocol_runs_on_small_vtab_and_fgvc_folders() {
         }
         std::fs::write(vtab.join("kitti").join(format!("{split}.txt")), lines).unwrap();
     }
+    vtab
+}
+
+/// The Swin path end to end: ARC with the official residual-stream MLP adapter trains, is
+/// reported as not mergeable in the table (not an error), and its adapter checkpoint, which
+/// holds ARC's config only, predicts.
+#[test]
+fn swin_adapters_written_by_reproduce_load_in_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let vtab = vtab_kitti(dir.path());
+    let weights =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/petl-core/tests/fixtures/swin_tiny_timm.safetensors");
+    let out = dir.path().join("out");
+    let stdout = ok(&[
+        "reproduce",
+        "arc",
+        "--vtab-root",
+        vtab.to_str().unwrap(),
+        "--tasks",
+        "kitti",
+        "--methods",
+        "arc,lora",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--backbone",
+        "swin-tiny-test",
+        "--epochs",
+        "1",
+        "--bottleneck",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(stdout.contains("ARC does not merge: the MLP adapter sits on the residual stream"), "{stdout}");
+    let adapter = out.join("vtab/kitti/arc/adapter.safetensors");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(adapter.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(config["format"], "petl-adapter/1");
+    assert_eq!(config["method"], "arc");
+    assert_eq!(config["method_config"]["bottleneck"], 4);
+    assert!(config["method_config"].get("rank").is_none(), "only the trained method's config: {config}");
+    assert!(config["backbone"].get("swin").is_some(), "{config}");
+    for method in ["arc", "lora"] {
+        let logits = dir.path().join(format!("{method}.npy"));
+        ok(&[
+            "predict",
+            method,
+            "--checkpoint",
+            out.join(format!("vtab/kitti/{method}/adapter.safetensors")).to_str().unwrap(),
+            "--weights",
+            weights.to_str().unwrap(),
+            "--images",
+            vtab.join("kitti/images/test").to_str().unwrap(),
+            "--output",
+            logits.to_str().unwrap(),
+        ]);
+        assert_eq!(read_npy(&logits).0, vec![4, 4], "{method}");
+    }
+    let err = fails(&[
+        "predict",
+        "lora",
+        "--checkpoint",
+        adapter.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--images",
+        vtab.join("kitti/images/test").to_str().unwrap(),
+        "--output",
+        dir.path().join("x.npy").to_str().unwrap(),
+    ]);
+    assert!(err.contains("holds an adapter of method `arc`, not `lora`"), "{err}");
+}
+
+#[test]
+fn real_data_protocol_runs_on_small_vtab_and_fgvc_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let vtab = vtab_kitti(dir.path());
     // FGVC layout with OxfordFlowers (images under the task folder), ids 1 and 7.
     let fgvc = dir.path().join("fgvc");
     for split in ["train", "val", "test"] {

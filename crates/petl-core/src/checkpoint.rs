@@ -1,34 +1,70 @@
-//! Checkpoints: atomic writes, and adapter-only checkpoints (the trainable tensors as
-//! safetensors, with the run's JSON config in the file's metadata under `petl_config`).
+//! Adapter-only checkpoints: the trainable tensors as safetensors, with the run's JSON config in
+//! the file's metadata under `petl_config` and beside it as `<file>.json` (the layout of HF PEFT's
+//! `adapter_model.safetensors` + `adapter_config.json`, in one file).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+
+pub use crate::io::write_atomic;
+use crate::model::BackboneConfig;
 use crate::weights::{TensorMap, read_safetensors, write_safetensors};
 use crate::{Error, Result};
 
 /// Metadata key holding the JSON config in adapter checkpoints.
 pub const CONFIG_KEY: &str = "petl_config";
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
-/// A crash leaves either the old file or the new one, never half of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+/// What every adapter-only checkpoint records about the model its tensors belong to: the
+/// method with *its own* hyper-parameters only, the backbone's config and the head's size.
+/// Loading is: build the backbone from `backbone`, inject `method` with `method_config`, apply
+/// the stored tensors (keys relative to the classifier: `tuner.*`, `head.*`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterConfig {
+    /// Schema tag, [`AdapterConfig::FORMAT`].
+    pub format: String,
+    /// The method's name (`arc`, `lora`, `linear`, ...).
+    pub method: String,
+    /// The method's own configuration (its serde form; `{}` for methods without one).
+    pub method_config: serde_json::Value,
+    /// The backbone the tensors were trained on.
+    pub backbone: BackboneConfig,
+    /// Classes of the head.
+    pub num_classes: usize,
+}
+
+impl AdapterConfig {
+    /// The schema tag this version writes and reads.
+    pub const FORMAT: &'static str = "petl-adapter/1";
+
+    /// A config of the current schema.
+    pub fn new(
+        method: impl Into<String>,
+        method_config: serde_json::Value,
+        backbone: BackboneConfig,
+        num_classes: usize,
+    ) -> Self {
+        Self { format: Self::FORMAT.into(), method: method.into(), method_config, backbone, num_classes }
     }
-    Ok(())
+
+    /// Reads the config stored in the checkpoint `path`, if it has this schema: `Ok(None)` for
+    /// configs written before it (no `format` key).
+    ///
+    /// # Errors
+    /// A `format` of another version, or fields that do not parse (named, with the file).
+    pub fn from_stored(path: &Path, stored: &serde_json::Value) -> Result<Option<Self>> {
+        let Some(format) = stored.get("format") else { return Ok(None) };
+        if format != Self::FORMAT {
+            return Err(Error::format(
+                path,
+                format!("adapter config format {format}, this petl reads {:?}", Self::FORMAT),
+            ));
+        }
+        serde_json::from_value(stored.clone())
+            .map(Some)
+            .map_err(|e| Error::format(path, format!("`{CONFIG_KEY}`: {e}")))
+    }
 }
 
 /// Saves `tensors` with `config` (any JSON) as an adapter-only checkpoint, atomically.

@@ -2,6 +2,8 @@
 
 use burn::tensor::Tensor;
 
+use crate::nn::{AttentionMask, multi_head_attention};
+
 /// Which frozen linear layer of a block a [`BlockHooks::linear`] call comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LinearSite {
@@ -17,15 +19,46 @@ pub enum LinearSite {
     Fc1,
     /// Second FFN linear.
     Fc2,
+    /// Query projection of a cross-attention sub-layer (queries from this stream).
+    CrossQuery,
+    /// Key projection of a cross-attention sub-layer (keys from the other stream).
+    CrossKey,
+    /// Value projection of a cross-attention sub-layer.
+    CrossValue,
+    /// Output projection of a cross-attention sub-layer.
+    CrossOut,
+}
+
+/// Which tower of a model a block belongs to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Tower {
+    /// An image encoder (ViT, Swin, CLIP's vision tower), or a single-stream model's blocks.
+    #[default]
+    Vision,
+    /// A text encoder (BERT, RoBERTa).
+    Text,
+    /// Fusion layers of a vision-language model.
+    Fusion,
+    /// A decoder.
+    Decoder,
 }
 
 /// Position of a block in a backbone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BlockId {
+    /// The tower the block belongs to.
+    pub tower: Tower,
     /// Stage (always 0 for ViT; 0..4 for Swin).
     pub stage: usize,
-    /// Global block index over all stages (0..total blocks).
+    /// Global block index over all stages of its tower (0..total blocks).
     pub index: usize,
+}
+
+impl BlockId {
+    /// Block `index` (in stage `stage`) of the vision tower.
+    pub fn vision(stage: usize, index: usize) -> Self {
+        Self { tower: Tower::Vision, stage, index }
+    }
 }
 
 /// Static description of one block: enough to build and count a tuner without the backbone.
@@ -71,8 +104,28 @@ pub trait BlockHooks {
     fn attn_input(&self, _at: BlockId, x: Tensor<3>) -> Tensor<3> {
         x
     }
-    /// Output of the attention branch, before the residual add.
-    fn attn_output(&self, _at: BlockId, x: Tensor<3>) -> Tensor<3> {
+    /// Extra key/value tokens for this block's attention (deep prompt tuning): `M` rows `[M, D]`
+    /// that join the block's tokens *before* LN1 and the frozen key and value projections, as
+    /// keys and values only (prepended; the key mask is extended; they produce no output rows).
+    fn kv_prompts(&self, _at: BlockId) -> Option<Tensor<2>> {
+        None
+    }
+    /// The attention computation on projected q `[B, N_q, D]`, k and v `[B, N_kv, D]` with
+    /// `heads` heads -> `[B, N_q, D]`; the default is the shared kernel.
+    fn attention(
+        &self,
+        _at: BlockId,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        heads: usize,
+        mask: &AttentionMask,
+    ) -> Tensor<3> {
+        multi_head_attention(q, k, v, heads, mask)
+    }
+    /// Output of the attention branch (after the output projection), before the residual add;
+    /// `query_input` is the branch's query-side input (after LN1 and `attn_input`).
+    fn attn_output(&self, _at: BlockId, x: Tensor<3>, _query_input: &Tensor<3>) -> Tensor<3> {
         x
     }
     /// Residual stream between the two sub-layers, before LN2.

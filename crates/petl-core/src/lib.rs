@@ -14,7 +14,9 @@
 //! |---|---|---|
 //! | `attn_input` | after LN1, before q/k/v | ARC, ARC_att |
 //! | `linear(site, x, y)` | after each frozen linear `y = x W + c` (q, k, v, out, fc1, fc2) | LoRA |
-//! | `attn_output` | attention branch output, before the residual add | bottleneck adapter |
+//! | `kv_prompts(at)` | extra key/value tokens before LN1 and the frozen k/v projections | deep prompt |
+//! | `attention(at, q, k, v, heads, mask)` | the attention computation (default: [`nn::multi_head_attention`]) | (APT-style replacements) |
+//! | `attn_output(at, o, query_input)` | attention branch output, before the residual add | bottleneck adapter |
 //! | `mlp_residual` | residual stream before LN2 | ARC on Swin (official site) |
 //! | `mlp_input` | after LN2, before fc1 | ARC |
 //! | `mlp_output` | FFN branch output, before the residual add | bottleneck adapter |
@@ -33,9 +35,12 @@ pub mod accounting;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod encoder;
 pub mod error;
 pub mod hooks;
+pub mod io;
 pub mod model;
+pub mod nn;
 pub mod ops;
 pub mod swin;
 pub mod train;

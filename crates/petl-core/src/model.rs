@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use burn::module::ModuleDisplay;
 
+use crate::encoder::{EncodeOptions, Encoder, EncoderOutput};
 use crate::hooks::{BlockHooks, Layout, NoHooks};
 use crate::swin::{Swin, SwinConfig};
 use crate::vit::{Vit, VitConfig};
@@ -115,9 +116,25 @@ impl Backbone {
 
     /// Pooled features: images `[B, 3, H, W]` -> `[B, F]` (ViT: class token; Swin: token mean).
     pub fn forward_pooled(&self, images: Tensor<4>, hooks: &dyn BlockHooks) -> Tensor<2> {
+        self.encode(images, hooks, EncodeOptions::default()).pooled
+    }
+}
+
+impl Encoder for Backbone {
+    /// Images `[B, 3, H, W]`.
+    type Input = Tensor<4>;
+
+    fn encode(&self, images: Tensor<4>, hooks: &dyn BlockHooks, options: EncodeOptions) -> EncoderOutput {
         match self {
-            Self::Vit(m) => m.forward_pooled(images, hooks),
-            Self::Swin(m) => m.forward_pooled(images, hooks),
+            Self::Vit(m) => m.encode(images, hooks, options),
+            Self::Swin(m) => m.encode(images, hooks, options),
+        }
+    }
+
+    fn layout(&self) -> Layout {
+        match self {
+            Self::Vit(m) => m.layout(),
+            Self::Swin(m) => m.layout(),
         }
     }
 }
@@ -175,3 +192,32 @@ impl<T: Tuner> Classifier<T> {
 
 /// A classifier without a method: linear probing (frozen backbone) or full fine-tuning.
 pub type PlainClassifier = Classifier<NoHooks>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn encoders_report_their_layout_and_every_hidden_state() {
+        let device = crate::device::device_from_name("flex").expect("flex");
+        for cfg in [BackboneConfig::preset("vit-tiny-test").unwrap(), BackboneConfig::preset("swin-tiny-test").unwrap()]
+        {
+            let model = cfg.init(&device);
+            assert_eq!(model.layout(), cfg.layout(), "{cfg:?}");
+            let size = cfg.image_size();
+            let x = Tensor::<4>::random([2, 3, size, size], Distribution::Normal(0.0, 1.0), &device);
+            let plain = model.encode(x.clone(), &NoHooks, EncodeOptions::default());
+            assert!(plain.hidden_states.is_empty());
+            let out = model.encode(x, &NoHooks, EncodeOptions::with_hidden_states());
+            assert_eq!(out.hidden_states.len(), cfg.layout().blocks.len() + 1, "embeddings + one per block");
+            assert_eq!(out.pooled.dims(), [2, cfg.layout().feature_dim]);
+            let d = (out.pooled - plain.pooled).abs().max().into_scalar::<f32>();
+            assert_eq!(d, 0.0, "asking for hidden states changes nothing else");
+            if let Backbone::Vit(vit) = &model {
+                let normed = vit.norm.forward(out.hidden_states.last().unwrap().clone());
+                assert_eq!((normed - out.last).abs().max().into_scalar::<f32>(), 0.0, "last = norm(h_L)");
+            }
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! Swin transformer, numerically the timm-0.6.13 / Microsoft `swin_base_patch4_window7_224`
-//! (ARC spec, section 3.4): patch-embed conv + LayerNorm, no absolute position embedding,
+//! (timm 0.6.13 `swin_transformer.py`, as the official ARC Swin code uses it): patch-embed conv + LayerNorm, no absolute position embedding,
 //! stages of (shifted-)window attention blocks with a relative position bias, PatchMerging
 //! between stages, final LayerNorm and mean pooling over tokens.
 //!
@@ -27,8 +27,9 @@ use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 
+use crate::encoder::{EncodeOptions, Encoder, EncoderOutput, States};
 use crate::hooks::{BlockHooks, BlockId, BlockInfo, Layout, LinearSite};
-use crate::vit::multi_head_attention;
+use crate::nn::AttentionMask;
 
 /// Additive attention mask between tokens of different regions of a shifted window.
 pub const SHIFTED_WINDOW_MASK: f32 = -100.0;
@@ -67,7 +68,7 @@ impl SwinConfig {
     pub fn swin_b() -> Self {
         Self::new(224, 4, 128, vec![2, 2, 18, 2], vec![4, 8, 16, 32], 7)
     }
-    /// The tiny parity model of the ARC spec (T9): 32 px, patch 4, embed 16, depths (2, 2),
+    /// The tiny parity model (`tools/fixtures/swin_tiny.py`): 32 px, patch 4, embed 16, depths (2, 2),
     /// heads (2, 4), window 4.
     pub fn tiny_test() -> Self {
         Self::new(32, 4, 16, vec![2, 2], vec![2, 4], 4).with_drop_path_rate(0.0)
@@ -82,11 +83,7 @@ impl SwinConfig {
         for (s, &depth) in self.depths.iter().enumerate() {
             for _ in 0..depth {
                 let dim = self.stage_dim(s);
-                blocks.push(BlockInfo {
-                    id: BlockId { stage: s, index: blocks.len() },
-                    dim,
-                    mlp_dim: dim * self.mlp_ratio,
-                });
+                blocks.push(BlockInfo { id: BlockId::vision(s, blocks.len()), dim, mlp_dim: dim * self.mlp_ratio });
             }
         }
         Layout { blocks, feature_dim: self.stage_dim(self.depths.len() - 1) }
@@ -374,8 +371,17 @@ impl SwinBlock {
         let q = hooks.linear(at, LinearSite::Query, &y, qkv.clone().narrow(2, 0, c));
         let k = hooks.linear(at, LinearSite::Key, &y, qkv.clone().narrow(2, c, c));
         let v = hooks.linear(at, LinearSite::Value, &y, qkv.narrow(2, 2 * c, c));
-        let ctx = self.window_attention(q, k, v);
-        let h = hooks.attn_output(at, lin(&self.proj, LinearSite::AttnOut, ctx));
+        // Deep prompts: projected by the frozen LN1 and k/v thirds of qkv, shared by every window.
+        let prompts = hooks.kv_prompts(at).map(|p| {
+            let normed = self.norm1.forward(p.unsqueeze::<3>());
+            let p = self.qkv.forward(normed.clone());
+            let [_, m, _] = p.dims();
+            let pk = hooks.linear(at, LinearSite::Key, &normed, p.clone().narrow(2, c, c));
+            let pv = hooks.linear(at, LinearSite::Value, &normed, p.narrow(2, 2 * c, c));
+            (pk, pv, m)
+        });
+        let ctx = self.window_attention(q, k, v, prompts, hooks, at);
+        let h = hooks.attn_output(at, lin(&self.proj, LinearSite::AttnOut, ctx), &y);
         let x = x + self.drop_path.forward(h);
         let x = hooks.mlp_residual(at, x);
         let z = hooks.mlp_input(at, self.norm2.forward(x.clone()));
@@ -384,12 +390,22 @@ impl SwinBlock {
         x + self.drop_path.forward(h)
     }
 
-    /// Multi-head attention inside the (shifted) windows, on projected q, k, v; the result is
-    /// back in grid order, before the output projection.
+    /// Multi-head attention inside the (shifted) windows, on projected q, k, v (through the
+    /// `attention` hook, once for all windows); the result is back in grid order, before the
+    /// output projection. `prompts` are projected prompt keys and values `[1, M, C]` prepended
+    /// to every window's keys and values.
     ///
     /// # Shapes
     /// - q, k, v: `[B, r·r, C]` -> `[B, r·r, C]`.
-    pub fn window_attention(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
+    pub fn window_attention(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        prompts: Option<(Tensor<3>, Tensor<3>, usize)>,
+        hooks: &dyn BlockHooks,
+        at: BlockId,
+    ) -> Tensor<3> {
         let [b, l, c] = q.dims();
         let (r, w, s) = (self.resolution, self.window_size, self.shift_size as i64);
         let to_windows = |t: Tensor<3>| {
@@ -397,8 +413,17 @@ impl SwinBlock {
             let t = if s > 0 { t.roll(&[-s, -s], &[1, 2]) } else { t };
             window_partition(t, w)
         };
-        let bias = self.attention_bias(b);
-        let ctx = multi_head_attention(to_windows(q), to_windows(k), to_windows(v), self.num_heads, Some(bias), None);
+        let mask = AttentionMask::none().with_additive(self.attention_bias(b));
+        let (q, k, v) = (to_windows(q), to_windows(k), to_windows(v));
+        let (k, v, mask) = match prompts {
+            Some((pk, pv, m)) => {
+                let windows = k.dims()[0];
+                let each = |p: Tensor<3>| p.expand([windows, m, c]);
+                (Tensor::cat(vec![each(pk), k], 1), Tensor::cat(vec![each(pv), v], 1), mask.prepend_keys(m))
+            }
+            None => (k, v, mask),
+        };
+        let ctx = hooks.attention(at, q, k, v, self.num_heads, &mask);
         let ctx = window_reverse(ctx, b, r, w);
         let ctx = if s > 0 { ctx.roll(&[s, s], &[1, 2]) } else { ctx };
         ctx.reshape([b, l, c])
@@ -518,12 +543,19 @@ impl Swin {
     /// # Shapes
     /// - images: `[B, C_in, S, S]` -> stage `s`: `[B, (S/p/2^s)², C0·2^s]`.
     pub fn forward_stages(&self, images: Tensor<4>, hooks: &dyn BlockHooks) -> Vec<Tensor<3>> {
+        self.run(images, hooks, &mut States::new(EncodeOptions::default()))
+    }
+
+    /// Runs every stage, recording block outputs in `states`; returns each stage's output.
+    fn run(&self, images: Tensor<4>, hooks: &dyn BlockHooks, states: &mut States) -> Vec<Tensor<3>> {
         let mut x = self.embed(images);
+        states.push(&x);
         let mut outputs = Vec::with_capacity(self.stages.len());
         let mut index = 0;
         for (stage, st) in self.stages.iter().enumerate() {
             for block in &st.blocks {
-                x = block.forward(x, hooks, BlockId { stage, index });
+                x = block.forward(x, hooks, BlockId::vision(stage, index));
+                states.push(&x);
                 index += 1;
             }
             outputs.push(x.clone());
@@ -539,8 +571,7 @@ impl Swin {
     /// # Shapes
     /// - images: `[B, C_in, S, S]` -> `[B, N_last, C_last]`.
     pub fn forward_features(&self, images: Tensor<4>, hooks: &dyn BlockHooks) -> Tensor<3> {
-        let last = self.forward_stages(images, hooks).pop().expect("Swin has at least one stage");
-        self.norm.forward(last)
+        self.encode(images, hooks, EncodeOptions::default()).last
     }
 
     /// Pooled features: mean over the last-stage tokens after the final LayerNorm.
@@ -548,9 +579,35 @@ impl Swin {
     /// # Shapes
     /// - images: `[B, C_in, S, S]` -> `[B, C_last]`.
     pub fn forward_pooled(&self, images: Tensor<4>, hooks: &dyn BlockHooks) -> Tensor<2> {
-        let x = self.forward_features(images, hooks);
-        let [b, _, c] = x.dims();
-        x.mean_dim(1).reshape([b, c])
+        self.encode(images, hooks, EncodeOptions::default()).pooled
+    }
+}
+
+impl Encoder for Swin {
+    /// Images `[B, C_in, S, S]`.
+    type Input = Tensor<4>;
+
+    /// `last`: last-stage tokens after the final LayerNorm; `pooled`: their mean;
+    /// `hidden_states`: the patch embeddings and every block's output (widths grow by stage).
+    fn encode(&self, images: Tensor<4>, hooks: &dyn BlockHooks, options: EncodeOptions) -> EncoderOutput {
+        let mut states = States::new(options);
+        let last = self.run(images, hooks, &mut states).pop().expect("Swin has at least one stage");
+        let last = self.norm.forward(last);
+        let [b, _, c] = last.dims();
+        let pooled = last.clone().mean_dim(1).reshape([b, c]);
+        EncoderOutput { last, hidden_states: states.into_vec(), pooled }
+    }
+
+    fn layout(&self) -> Layout {
+        let mut blocks = vec![];
+        for (s, st) in self.stages.iter().enumerate() {
+            for b in &st.blocks {
+                let [dim, mlp_dim] = b.fc1.weight.dims();
+                blocks.push(BlockInfo { id: BlockId::vision(s, blocks.len()), dim, mlp_dim });
+            }
+        }
+        let feature_dim = blocks.last().map_or(0, |b| b.dim);
+        Layout { blocks, feature_dim }
     }
 }
 
@@ -649,7 +706,7 @@ mod tests {
             // Not a constant over channels: LayerNorm would remove it.
             Tensor::random([1, 1, c], Distribution::Normal(0.0, 1.0), &device),
         );
-        let at = BlockId { stage: 0, index: 0 };
+        let at = BlockId::vision(0, 0);
         let a = host(block.forward(x.clone(), &NoHooks, at));
         let b = host(block.forward(x + bump, &NoHooks, at));
         (0..l).filter(|&t| (0..c).any(|i| (a[t * c + i] - b[t * c + i]).abs() > 1e-6)).collect()
@@ -694,7 +751,7 @@ mod tests {
             self.log(at, "attn_input", &x);
             x
         }
-        fn attn_output(&self, at: BlockId, x: Tensor<3>) -> Tensor<3> {
+        fn attn_output(&self, at: BlockId, x: Tensor<3>, _query_input: &Tensor<3>) -> Tensor<3> {
             self.log(at, "attn_output", &x);
             x
         }
@@ -759,7 +816,7 @@ mod tests {
     }
 
     impl BlockHooks for ZeroBranches {
-        fn attn_output(&self, _at: BlockId, x: Tensor<3>) -> Tensor<3> {
+        fn attn_output(&self, _at: BlockId, x: Tensor<3>, _query_input: &Tensor<3>) -> Tensor<3> {
             if self.via_linear { x } else { x.zeros_like() }
         }
         fn mlp_output(&self, _at: BlockId, x: Tensor<3>) -> Tensor<3> {

@@ -8,10 +8,10 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
+use crate::encoder::{EncodeOptions, Encoder, EncoderOutput, States};
 use crate::hooks::{BlockHooks, BlockId, BlockInfo, Layout, LinearSite};
+use crate::nn::AttentionMask;
 
 /// Configuration of a ViT backbone (no head).
 #[derive(Config, Debug, PartialEq)]
@@ -53,7 +53,7 @@ impl VitConfig {
     pub fn vit_ti16() -> Self {
         Self::new(224, 16, 192, 12, 3, 768)
     }
-    /// The tiny parity-test model of the ARC spec (section 11): 16 px, patch 4, 2 × 64.
+    /// The tiny parity-test model (`tools/fixtures/arc_vit.py`): 16 px, patch 4, 2 × 64.
     pub fn tiny_test() -> Self {
         Self::new(16, 4, 64, 2, 4, 128)
     }
@@ -89,7 +89,7 @@ impl VitConfig {
     pub fn layout(&self) -> Layout {
         Layout {
             blocks: (0..self.num_layers)
-                .map(|i| BlockInfo { id: BlockId { stage: 0, index: i }, dim: self.hidden_size, mlp_dim: self.mlp_dim })
+                .map(|i| BlockInfo { id: BlockId::vision(0, i), dim: self.hidden_size, mlp_dim: self.mlp_dim })
                 .collect(),
             feature_dim: self.hidden_size,
         }
@@ -162,23 +162,6 @@ pub struct VitBlock {
     pub num_heads: usize,
 }
 
-/// Multi-head self-attention on projected q, k, v.
-///
-/// q, k, v: `[B, N, D]` -> `[B, N, D]` (heads are channel blocks `h·hd..(h+1)·hd`).
-pub fn multi_head_attention(
-    q: Tensor<3>,
-    k: Tensor<3>,
-    v: Tensor<3>,
-    heads: usize,
-    bias: Option<Tensor<4>>,
-    mask: Option<Tensor<4, Bool>>,
-) -> Tensor<3> {
-    let [b, n, d] = q.dims();
-    let split = |t: Tensor<3>| t.reshape([b, n, heads, d / heads]).swap_dims(1, 2);
-    let ctx = attention(split(q), split(k), split(v), mask, bias, AttentionModuleOptions::default());
-    ctx.swap_dims(1, 2).reshape([b, n, d])
-}
-
 impl VitBlock {
     /// x: `[B, N, D]` -> `[B, N, D]`.
     pub fn forward(&self, x: Tensor<3>, hooks: &dyn BlockHooks, at: BlockId) -> Tensor<3> {
@@ -188,10 +171,19 @@ impl VitBlock {
         };
         let y = hooks.attn_input(at, self.norm1.forward(x.clone()));
         let q = lin(&self.query, LinearSite::Query, y.clone());
-        let k = lin(&self.key, LinearSite::Key, y.clone());
-        let v = lin(&self.value, LinearSite::Value, y);
-        let ctx = multi_head_attention(q, k, v, self.num_heads, None, None);
-        let x = x + hooks.attn_output(at, lin(&self.proj, LinearSite::AttnOut, ctx));
+        let (kv, mask) = match hooks.kv_prompts(at) {
+            Some(p) => {
+                let [b, _, d] = x.dims();
+                let [m, _] = p.dims();
+                let p = self.norm1.forward(p.unsqueeze::<3>().expand([b, m, d]));
+                (Tensor::cat(vec![p, y.clone()], 1), AttentionMask::none().prepend_keys(m))
+            }
+            None => (y.clone(), AttentionMask::none()),
+        };
+        let k = lin(&self.key, LinearSite::Key, kv.clone());
+        let v = lin(&self.value, LinearSite::Value, kv);
+        let ctx = hooks.attention(at, q, k, v, self.num_heads, &mask);
+        let x = x + hooks.attn_output(at, lin(&self.proj, LinearSite::AttnOut, ctx), &y);
         let x = hooks.mlp_residual(at, x);
         let z = hooks.mlp_input(at, self.norm2.forward(x.clone()));
         let h = gelu(lin(&self.fc1, LinearSite::Fc1, z));
@@ -230,17 +222,45 @@ impl Vit {
     ///
     /// images: `[B, C, H, W]` -> `[B, 1 + N_p, D]`.
     pub fn forward_features(&self, images: Tensor<4>, hooks: &dyn BlockHooks) -> Tensor<3> {
-        let mut x = self.embed(images);
-        for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x, hooks, BlockId { stage: 0, index: i });
-        }
-        self.norm.forward(x)
+        self.encode(images, hooks, EncodeOptions::default()).last
     }
 
     /// The class token after the final LayerNorm: images `[B, C, H, W]` -> `[B, D]`.
     pub fn forward_pooled(&self, images: Tensor<4>, hooks: &dyn BlockHooks) -> Tensor<2> {
-        let x = self.forward_features(images, hooks);
-        let [b, _, d] = x.dims();
-        x.narrow(1, 0, 1).reshape([b, d])
+        self.encode(images, hooks, EncodeOptions::default()).pooled
+    }
+}
+
+impl Encoder for Vit {
+    /// Images `[B, C, H, W]`.
+    type Input = Tensor<4>;
+
+    /// `last`: all tokens after the final LayerNorm `[B, 1 + N_p, D]`; `pooled`: its class
+    /// token `[B, D]`; `hidden_states`: the embeddings and each block's output (L + 1).
+    fn encode(&self, images: Tensor<4>, hooks: &dyn BlockHooks, options: EncodeOptions) -> EncoderOutput {
+        let mut states = States::new(options);
+        let mut x = self.embed(images);
+        states.push(&x);
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x, hooks, BlockId::vision(0, i));
+            states.push(&x);
+        }
+        let last = self.norm.forward(x);
+        let [b, _, d] = last.dims();
+        let pooled = last.clone().narrow(1, 0, 1).reshape([b, d]);
+        EncoderOutput { last, hidden_states: states.into_vec(), pooled }
+    }
+
+    fn layout(&self) -> Layout {
+        let d = self.pos_embed.dims()[2];
+        Layout {
+            blocks: self
+                .blocks
+                .iter()
+                .enumerate()
+                .map(|(i, b)| BlockInfo { id: BlockId::vision(0, i), dim: d, mlp_dim: b.fc1.weight.dims()[1] })
+                .collect(),
+            feature_dim: d,
+        }
     }
 }

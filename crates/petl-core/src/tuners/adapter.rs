@@ -63,7 +63,7 @@ impl BottleneckAdapterConfig {
 }
 
 impl BlockHooks for BottleneckAdapter {
-    fn attn_output(&self, at: BlockId, x: Tensor<3>) -> Tensor<3> {
+    fn attn_output(&self, at: BlockId, x: Tensor<3>, _query_input: &Tensor<3>) -> Tensor<3> {
         self.attn[at.index].forward(x)
     }
     fn mlp_output(&self, at: BlockId, x: Tensor<3>) -> Tensor<3> {

@@ -133,5 +133,5 @@ pub fn write_safetensors(path: &Path, map: &TensorMap, metadata: Option<HashMap<
         .collect();
     let buffer =
         safetensors::serialize(views, metadata).map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
-    crate::checkpoint::write_atomic(path, &buffer)
+    crate::io::write_atomic(path, &buffer)
 }

@@ -1,0 +1,5 @@
+//! Layers shared by every backbone.
+
+pub mod attention;
+
+pub use attention::{AttentionMask, multi_head_attention};
