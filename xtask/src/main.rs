@@ -4,8 +4,10 @@
 //! - `params <method> --backbone <preset>`: parameter counts without allocating weights.
 //! - `predict <method> --checkpoint FILE ...`: logits of a trained model as `.npy`.
 //! - `bench`: step and inference time, memory, parameters per method and backend.
+//! - `encode --model DIR`: every layer's hidden states of a Hugging Face encoder folder.
 
 mod bench;
+mod encode;
 mod methods;
 mod predict;
 mod reproduce;
@@ -36,6 +38,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Time training and inference per method and backend (and against PyTorch).
     Bench(bench::BenchArgs),
+    /// Every layer's hidden states of a Hugging Face encoder (BERT, RoBERTa, CLIP image tower).
+    Encode(encode::EncodeArgs),
 }
 
 #[derive(clap::Args)]
@@ -132,6 +136,7 @@ fn main() {
         Command::Params(a) => params(a),
         Command::Predict(a) => predict::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Encode(a) => encode::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod accounting;
+pub mod bert;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

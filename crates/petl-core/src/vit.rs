@@ -1,6 +1,12 @@
 //! Vision Transformer (pre-LN), as in the Google ViT release and `Model/ARC_ViT.py`:
 //! separate q/k/v linears, head-major head split, exact (erf) GELU, LayerNorm eps 1e-6,
 //! class token pooling.
+//!
+//! The same module is CLIP's image tower (Radford et al. 2021; Hugging Face
+//! `CLIPVisionModel`) through its config ([`VitConfig::clip_vit_b16`]): no patch-embedding
+//! bias, a LayerNorm before the blocks (`ln_pre`), quick GELU `x·σ(1.702x)`, LayerNorm eps
+//! 1e-5, and [`VitPooling::ClipClass`] (the last hidden state is not normalised; the pooled
+//! feature is the class token after the final LayerNorm, `ln_post`).
 
 use crate::ops::gelu;
 use burn::module::Param;
@@ -8,6 +14,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use serde::{Deserialize, Serialize};
 
 use crate::encoder::{EncodeOptions, Encoder, EncoderOutput, States};
 use crate::hooks::{BlockHooks, BlockId, BlockInfo, Layout, LinearSite};
@@ -34,6 +41,40 @@ pub struct VitConfig {
     /// LayerNorm epsilon.
     #[config(default = 1e-6)]
     pub layer_norm_eps: f64,
+    /// Whether the patch embedding has a bias (CLIP's has none).
+    #[config(default = true)]
+    pub patch_bias: bool,
+    /// A LayerNorm on the embeddings before the first block (CLIP's `ln_pre`).
+    #[config(default = false)]
+    pub pre_norm: bool,
+    /// The FFN activation.
+    #[config(default = "VitActivation::Gelu")]
+    pub activation: VitActivation,
+    /// Where the final LayerNorm applies and what is pooled.
+    #[config(default = "VitPooling::NormedClass")]
+    pub pooling: VitPooling,
+}
+
+/// FFN activation of a ViT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VitActivation {
+    /// Exact (erf) GELU.
+    Gelu,
+    /// CLIP's quick GELU `x·σ(1.702x)`.
+    QuickGelu,
+}
+
+/// Final LayerNorm and pooling of a ViT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VitPooling {
+    /// Google ViT / timm: every token goes through the final LayerNorm; the class token of
+    /// that is pooled.
+    NormedClass,
+    /// CLIP: the last hidden state stays as the blocks left it; the pooled feature is the
+    /// class token after the final LayerNorm.
+    ClipClass,
 }
 
 impl VitConfig {
@@ -53,6 +94,65 @@ impl VitConfig {
     pub fn vit_ti16() -> Self {
         Self::new(224, 16, 192, 12, 3, 768)
     }
+    /// CLIP ViT-B/16's image tower at 224 px (METER's image encoder; 288 px there).
+    pub fn clip_vit_b16() -> Self {
+        Self::new(224, 16, 768, 12, 12, 3072).clip()
+    }
+
+    /// Reads the image tower's config from a Hugging Face `config.json` of `model_type`
+    /// `clip_vision_model`, or `clip` (its `vision_config`).
+    ///
+    /// # Errors
+    /// A missing file, another `model_type`, a missing field (named), an activation other than
+    /// `quick_gelu`, or sizes that cannot work.
+    pub fn from_hf_clip_config(path: &std::path::Path) -> crate::Result<Self> {
+        use crate::Error;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not JSON: {e}")))?;
+        let vision = match v["model_type"].as_str().unwrap_or("") {
+            "clip_vision_model" => &v,
+            "clip" => &v["vision_config"],
+            other => {
+                return Err(Error::format(
+                    path,
+                    format!("model_type `{other}`: expected `clip_vision_model` or `clip`"),
+                ));
+            }
+        };
+        let int = |key: &str| {
+            vision[key]
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| Error::format(path, format!("`{key}` is missing or not a non-negative integer")))
+        };
+        if let Some(act) = vision["hidden_act"].as_str().filter(|a| *a != "quick_gelu") {
+            return Err(Error::format(path, format!("hidden_act `{act}`: CLIP's image tower uses `quick_gelu`")));
+        }
+        let cfg = Self::new(
+            int("image_size")?,
+            int("patch_size")?,
+            int("hidden_size")?,
+            int("num_hidden_layers")?,
+            int("num_attention_heads")?,
+            int("intermediate_size")?,
+        )
+        .with_in_channels(int("num_channels").unwrap_or(3))
+        .clip()
+        .with_layer_norm_eps(vision["layer_norm_eps"].as_f64().unwrap_or(1e-5));
+        cfg.validate().map_err(|e| Error::format(path, e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// CLIP's variant of this ViT: no patch bias, `ln_pre`, quick GELU, eps 1e-5, CLIP pooling.
+    pub fn clip(self) -> Self {
+        self.with_patch_bias(false)
+            .with_pre_norm(true)
+            .with_activation(VitActivation::QuickGelu)
+            .with_layer_norm_eps(1e-5)
+            .with_pooling(VitPooling::ClipClass)
+    }
+
     /// The tiny parity-test model (`tools/fixtures/arc_vit.py`): 16 px, patch 4, 2 × 64.
     pub fn tiny_test() -> Self {
         Self::new(16, 4, 64, 2, 4, 128)
@@ -98,7 +198,11 @@ impl VitConfig {
     /// Parameter count of the backbone (no head), computed without allocating.
     pub fn num_params(&self) -> usize {
         let (d, m, p) = (self.hidden_size, self.mlp_dim, self.patch_size);
-        let embed = d * self.in_channels * p * p + d + d + self.num_tokens() * d;
+        let embed = d * self.in_channels * p * p
+            + if self.patch_bias { d } else { 0 }
+            + d
+            + self.num_tokens() * d
+            + if self.pre_norm { 2 * d } else { 0 };
         let block = 4 * d + 4 * (d * d + d) + (d * m + m) + (m * d + d);
         embed + self.num_layers * block + 2 * d
     }
@@ -118,6 +222,7 @@ impl VitConfig {
         Vit {
             patch_embed: Conv2dConfig::new([self.in_channels, d], [self.patch_size; 2])
                 .with_stride([self.patch_size; 2])
+                .with_bias(self.patch_bias)
                 .init(device),
             cls_token: normal([1, 1, d]),
             pos_embed: normal([1, self.num_tokens(), d]),
@@ -132,9 +237,12 @@ impl VitConfig {
                     fc1: lin(d, self.mlp_dim),
                     fc2: lin(self.mlp_dim, d),
                     num_heads: self.num_heads,
+                    quick_gelu: self.activation == VitActivation::QuickGelu,
                 })
                 .collect(),
+            pre_norm: self.pre_norm.then(|| ln.init(device)),
             norm: ln.init(device),
+            clip_pooling: self.pooling == VitPooling::ClipClass,
         }
     }
 }
@@ -160,6 +268,8 @@ pub struct VitBlock {
     pub fc2: Linear,
     /// Number of heads.
     pub num_heads: usize,
+    /// Quick GELU (CLIP) instead of exact GELU.
+    pub quick_gelu: bool,
 }
 
 impl VitBlock {
@@ -186,7 +296,8 @@ impl VitBlock {
         let x = x + hooks.attn_output(at, lin(&self.proj, LinearSite::AttnOut, ctx), &y);
         let x = hooks.mlp_residual(at, x);
         let z = hooks.mlp_input(at, self.norm2.forward(x.clone()));
-        let h = gelu(lin(&self.fc1, LinearSite::Fc1, z));
+        let h = lin(&self.fc1, LinearSite::Fc1, z);
+        let h = if self.quick_gelu { h.clone() * burn::tensor::activation::sigmoid(h * 1.702) } else { gelu(h) };
         x + hooks.mlp_output(at, lin(&self.fc2, LinearSite::Fc2, h))
     }
 }
@@ -200,14 +311,18 @@ pub struct Vit {
     pub cls_token: Param<Tensor<3>>,
     /// Position embedding `[1, 1 + N_p, D]`.
     pub pos_embed: Param<Tensor<3>>,
+    /// LayerNorm before the first block (CLIP's `ln_pre`).
+    pub pre_norm: Option<LayerNorm>,
     /// Transformer blocks.
     pub blocks: Vec<VitBlock>,
     /// Final LayerNorm.
     pub norm: LayerNorm,
+    /// CLIP pooling ([`VitPooling::ClipClass`]).
+    pub clip_pooling: bool,
 }
 
 impl Vit {
-    /// Token sequence after patch embedding, class token and position embedding.
+    /// Token sequence after patch embedding, class token, position embedding (and `ln_pre`).
     ///
     /// images: `[B, C, H, W]` -> `[B, 1 + N_p, D]`.
     pub fn embed(&self, images: Tensor<4>) -> Tensor<3> {
@@ -215,10 +330,14 @@ impl Vit {
         let [b, d, gh, gw] = x.dims();
         let x = x.reshape([b, d, gh * gw]).swap_dims(1, 2);
         let cls = self.cls_token.val().expand([b, 1, d]);
-        Tensor::cat(vec![cls, x], 1) + self.pos_embed.val()
+        let x = Tensor::cat(vec![cls, x], 1) + self.pos_embed.val();
+        match &self.pre_norm {
+            Some(norm) => norm.forward(x),
+            None => x,
+        }
     }
 
-    /// All tokens after the final LayerNorm.
+    /// The last hidden state (all tokens after the final LayerNorm; CLIP: before it).
     ///
     /// images: `[B, C, H, W]` -> `[B, 1 + N_p, D]`.
     pub fn forward_features(&self, images: Tensor<4>, hooks: &dyn BlockHooks) -> Tensor<3> {
@@ -245,9 +364,14 @@ impl Encoder for Vit {
             x = block.forward(x, hooks, BlockId::vision(0, i));
             states.push(&x);
         }
-        let last = self.norm.forward(x);
-        let [b, _, d] = last.dims();
-        let pooled = last.clone().narrow(1, 0, 1).reshape([b, d]);
+        let [b, _, d] = x.dims();
+        let (last, pooled) = if self.clip_pooling {
+            let pooled = self.norm.forward(x.clone().narrow(1, 0, 1)).reshape([b, d]);
+            (x, pooled)
+        } else {
+            let last = self.norm.forward(x);
+            (last.clone(), last.narrow(1, 0, 1).reshape([b, d]))
+        };
         EncoderOutput { last, hidden_states: states.into_vec(), pooled }
     }
 

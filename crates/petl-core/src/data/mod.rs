@@ -13,8 +13,10 @@ use burn::tensor::TensorData;
 use self::preprocess::{Preprocess, load_image};
 
 pub mod fgvc;
+pub mod hf_image;
 pub mod preprocess;
 pub mod shapes;
+pub mod text;
 pub mod vtab;
 
 /// One preprocessed image and its label.

@@ -233,7 +233,7 @@ fn resize_shorter_side(img: &RgbImage, short: u32) -> RgbImage {
 
 /// Separable resize in PIL's order: horizontal pass, `u8` intermediate, vertical pass. (A pass
 /// whose side is unchanged is the identity in `image`: the kernels vanish at non-zero integers.)
-fn resize_like_pil(img: &RgbImage, w: u32, h: u32, filter: FilterType) -> RgbImage {
+pub(crate) fn resize_like_pil(img: &RgbImage, w: u32, h: u32, filter: FilterType) -> RgbImage {
     if w == img.width() {
         return imageops::resize(img, w, h, filter);
     }

@@ -174,3 +174,119 @@ pub fn swin_timm(mut src: TensorMap) -> Result<TensorMap> {
     });
     Ok(dst)
 }
+
+/// Hugging Face BERT / RoBERTa state dict (`model.safetensors`, `pytorch_model.bin`) →
+/// [`crate::bert::Bert`] paths. The model prefix (`bert.`, `roberta.`) of task checkpoints is
+/// stripped; LayerNorm parameters are read as `weight`/`bias` or the older `gamma`/`beta`; torch
+/// `[out, in]` Linear weights are transposed. Task heads (`cls.*`, `lm_head.*`, `classifier.*`,
+/// `qa_outputs.*`) and the `position_ids`/`token_type_ids` buffers are dropped.
+pub fn bert_hf(src: TensorMap) -> Result<TensorMap> {
+    let prefix = ["bert.", "roberta."]
+        .into_iter()
+        .find(|p| src.tensors.keys().any(|k| k.starts_with(&format!("{p}embeddings."))))
+        .unwrap_or("");
+    let mut src = TensorMap {
+        source: src.source,
+        tensors: src.tensors.into_iter().map(|(k, v)| (k.strip_prefix(prefix).unwrap_or(&k).to_string(), v)).collect(),
+    };
+    let mut dst = TensorMap::new(src.source.clone());
+    let norm = |src: &mut TensorMap, dst: &mut TensorMap, theirs: &str, ours: &str| -> Result<()> {
+        for (new, old, to) in [("weight", "gamma", "gamma"), ("bias", "beta", "beta")] {
+            let key = if src.tensors.contains_key(&format!("{theirs}.{new}")) { new } else { old };
+            rename(src, dst, &format!("{theirs}.{key}"), &format!("{ours}.{to}"), keep)?;
+        }
+        Ok(())
+    };
+    let linear = |src: &mut TensorMap, dst: &mut TensorMap, theirs: &str, ours: &str| -> Result<()> {
+        rename(src, dst, &format!("{theirs}.weight"), &format!("{ours}.weight"), |t| t.t())?;
+        rename(src, dst, &format!("{theirs}.bias"), &format!("{ours}.bias"), keep)
+    };
+    for table in ["word_embeddings", "position_embeddings", "token_type_embeddings"] {
+        rename(&mut src, &mut dst, &format!("embeddings.{table}.weight"), &format!("{table}.weight"), keep)?;
+    }
+    norm(&mut src, &mut dst, "embeddings.LayerNorm", "embed_norm")?;
+    for i in 0..count_blocks(&src, "encoder.layer.") {
+        let e = format!("encoder.layer.{i}");
+        let b = format!("layers.{i}");
+        for (theirs, ours) in [
+            ("attention.self.query", "query"),
+            ("attention.self.key", "key"),
+            ("attention.self.value", "value"),
+            ("attention.output.dense", "attn_out"),
+            ("intermediate.dense", "fc1"),
+            ("output.dense", "fc2"),
+        ] {
+            linear(&mut src, &mut dst, &format!("{e}.{theirs}"), &format!("{b}.{ours}"))?;
+        }
+        norm(&mut src, &mut dst, &format!("{e}.attention.output.LayerNorm"), &format!("{b}.attn_norm"))?;
+        norm(&mut src, &mut dst, &format!("{e}.output.LayerNorm"), &format!("{b}.ffn_norm"))?;
+    }
+    linear(&mut src, &mut dst, "pooler.dense", "pooler")?;
+    leftovers(src, &mut dst, |k| {
+        ["cls.", "lm_head.", "classifier.", "qa_outputs."].iter().any(|p| k.starts_with(p))
+            || k.ends_with("position_ids")
+            || k.ends_with("token_type_ids")
+    });
+    Ok(dst)
+}
+
+/// Hugging Face CLIP image tower (`CLIPVisionModel`, or the `vision_model.*` part of a full
+/// `CLIPModel`, whose other keys are dropped) → [`crate::vit::Vit`] paths of a [`crate::vit::VitConfig::clip`] model. Torch
+/// Linear weights are transposed; the class embedding `[D]` and position table `[N, D]` get their
+/// batch axis. The text tower, the projections and `logit_scale` of a full CLIP checkpoint are
+/// dropped, as is the `position_ids` buffer.
+pub fn clip_vision_hf(src: TensorMap) -> Result<TensorMap> {
+    // `CLIPModel` and older `CLIPVisionModel` files prefix the tower with `vision_model.`;
+    // transformers 5 saves `CLIPVisionModel` without it.
+    let nested = src.tensors.keys().any(|k| k.starts_with("vision_model."));
+    let mut src = TensorMap {
+        source: src.source,
+        tensors: src
+            .tensors
+            .into_iter()
+            .filter_map(|(k, v)| match k.strip_prefix("vision_model.") {
+                Some(inner) => Some((inner.to_string(), v)),
+                None if nested => None,
+                None => Some((k, v)),
+            })
+            .collect(),
+    };
+    let mut dst = TensorMap::new(src.source.clone());
+    let linear = |src: &mut TensorMap, dst: &mut TensorMap, theirs: &str, ours: &str| -> Result<()> {
+        rename(src, dst, &format!("{theirs}.weight"), &format!("{ours}.weight"), |t| t.t())?;
+        rename(src, dst, &format!("{theirs}.bias"), &format!("{ours}.bias"), keep)
+    };
+    let norm = |src: &mut TensorMap, dst: &mut TensorMap, theirs: &str, ours: &str| -> Result<()> {
+        rename(src, dst, &format!("{theirs}.weight"), &format!("{ours}.gamma"), keep)?;
+        rename(src, dst, &format!("{theirs}.bias"), &format!("{ours}.beta"), keep)
+    };
+    rename(&mut src, &mut dst, "embeddings.patch_embedding.weight", "patch_embed.weight", keep)?;
+    rename(&mut src, &mut dst, "embeddings.class_embedding", "cls_token", |t| {
+        let d = t.data.len();
+        t.reshape(vec![1, 1, d])
+    })?;
+    rename(&mut src, &mut dst, "embeddings.position_embedding.weight", "pos_embed", |t| {
+        let shape = vec![1, t.shape[0], t.shape[1]];
+        t.reshape(shape)
+    })?;
+    norm(&mut src, &mut dst, "pre_layrnorm", "pre_norm")?;
+    norm(&mut src, &mut dst, "post_layernorm", "norm")?;
+    for i in 0..count_blocks(&src, "encoder.layers.") {
+        let e = format!("encoder.layers.{i}");
+        let b = format!("blocks.{i}");
+        for (theirs, ours) in [
+            ("self_attn.q_proj", "query"),
+            ("self_attn.k_proj", "key"),
+            ("self_attn.v_proj", "value"),
+            ("self_attn.out_proj", "proj"),
+            ("mlp.fc1", "fc1"),
+            ("mlp.fc2", "fc2"),
+        ] {
+            linear(&mut src, &mut dst, &format!("{e}.{theirs}"), &format!("{b}.{ours}"))?;
+        }
+        norm(&mut src, &mut dst, &format!("{e}.layer_norm1"), &format!("{b}.norm1"))?;
+        norm(&mut src, &mut dst, &format!("{e}.layer_norm2"), &format!("{b}.norm2"))?;
+    }
+    leftovers(src, &mut dst, |k| k.ends_with("position_ids"));
+    Ok(dst)
+}
