@@ -2,14 +2,16 @@
 //! their models (the `ModelWrapper` pattern): each arm is a [`Classifier`] with its tuner.
 
 use anyhow::{Context, Result};
-use arc::{ArcClassifier, ArcConfig, ArcVariant};
+use arc::{ArcClassifier, ArcConfig, ArcMethod, ArcVariant};
 use burn::prelude::*;
 use clap::ValueEnum;
 use petl_core::accounting::ParamCounts;
 use petl_core::checkpoint::AdapterConfig;
 use petl_core::data::ImageDataset;
-use petl_core::hooks::NoHooks;
-use petl_core::model::{BackboneConfig, Classifier, HeadInit, PlainClassifier, init_head};
+use petl_core::method::{
+    AdapterMethod, DeepPromptMethod, FullFineTune, LinearProbe, LoraMethod, NoConfig, NotMergeable, PetlMethod,
+};
+use petl_core::model::{BackboneConfig, Classifier, PlainClassifier};
 use petl_core::train::{Classify, TrainReport, Trainer};
 use petl_core::tuners::{BottleneckAdapter, BottleneckAdapterConfig, DeepPrompt, DeepPromptConfig, Lora, LoraConfig};
 use petl_core::weights::{TensorMap, collect};
@@ -124,51 +126,41 @@ impl MethodSpec {
 
     /// Parameter counts from the configs alone (nothing allocated).
     pub fn counts(&self, backbone: &BackboneConfig, classes: usize) -> ParamCounts {
-        let layout = backbone.layout();
-        let head = (layout.feature_dim + 1) * classes;
-        let frozen_backbone = backbone.num_params();
-        let adapter = match self.method {
-            Method::Arc | Method::ArcAtt => self.arc.num_params(&layout),
-            Method::Lora => self.lora.num_params(&layout),
-            Method::Adapter => self.adapter.num_params(&layout),
-            Method::DeepPrompt => self.prompt.num_params(&layout),
-            Method::Linear | Method::Full => 0,
-        };
-        let (trainable, frozen) = match self.method {
-            Method::Full => (frozen_backbone + head, 0),
-            _ => (adapter + head, frozen_backbone),
-        };
-        ParamCounts { adapter_params: adapter, head_params: head, trainable_params: trainable, frozen_params: frozen }
+        fn counts<M: PetlMethod>(cfg: &M::Config, backbone: &BackboneConfig, classes: usize) -> ParamCounts {
+            let layout = backbone.layout();
+            let head = (layout.feature_dim + 1) * classes;
+            let adapter = M::num_params(cfg, &layout);
+            let (trainable, frozen) = if M::trains_backbone(cfg) {
+                (backbone.num_params() + adapter + head, 0)
+            } else {
+                (adapter + head, backbone.num_params())
+            };
+            ParamCounts {
+                adapter_params: adapter,
+                head_params: head,
+                trainable_params: trainable,
+                frozen_params: frozen,
+            }
+        }
+        match self.method {
+            Method::Arc | Method::ArcAtt => counts::<ArcMethod>(&self.arc, backbone, classes),
+            Method::Lora => counts::<LoraMethod>(&self.lora, backbone, classes),
+            Method::Adapter => counts::<AdapterMethod>(&self.adapter, backbone, classes),
+            Method::DeepPrompt => counts::<DeepPromptMethod>(&self.prompt, backbone, classes),
+            Method::Linear => counts::<LinearProbe>(&NoConfig {}, backbone, classes),
+            Method::Full => counts::<FullFineTune>(&NoConfig {}, backbone, classes),
+        }
     }
 
     /// Allocates backbone + method + head on `device` with this method's trainable set.
     pub fn build(&self, backbone: &BackboneConfig, classes: usize, device: &Device) -> AnyClassifier {
-        let layout = backbone.layout();
-        let frozen = || backbone.init(device).no_grad();
-        let head = || init_head(layout.feature_dim, classes, arc::head_init(backbone), device);
         match self.method {
-            Method::Arc | Method::ArcAtt => AnyClassifier::Arc(arc::build(backbone, &self.arc, classes, device)),
-            Method::Lora => AnyClassifier::Lora(Classifier {
-                backbone: frozen(),
-                tuner: self.lora.init(&layout, device),
-                head: head(),
-            }),
-            Method::Adapter => AnyClassifier::Adapter(Classifier {
-                backbone: frozen(),
-                tuner: self.adapter.init(&layout, device),
-                head: head(),
-            }),
-            Method::DeepPrompt => AnyClassifier::Prompt(Classifier {
-                backbone: frozen(),
-                tuner: self.prompt.init(&layout, device),
-                head: head(),
-            }),
-            Method::Linear => AnyClassifier::Plain(Classifier { backbone: frozen(), tuner: NoHooks, head: head() }),
-            Method::Full => AnyClassifier::Plain(Classifier {
-                backbone: backbone.init(device),
-                tuner: NoHooks,
-                head: init_head(layout.feature_dim, classes, HeadInit::TruncNormal, device),
-            }),
+            Method::Arc | Method::ArcAtt => ArcMethod::build(&self.arc, backbone, classes, device).into(),
+            Method::Lora => LoraMethod::build(&self.lora, backbone, classes, device).into(),
+            Method::Adapter => AdapterMethod::build(&self.adapter, backbone, classes, device).into(),
+            Method::DeepPrompt => DeepPromptMethod::build(&self.prompt, backbone, classes, device).into(),
+            Method::Linear => LinearProbe::build(&NoConfig {}, backbone, classes, device).into(),
+            Method::Full => FullFineTune::build(&NoConfig {}, backbone, classes, device).into(),
         }
     }
 }
@@ -280,41 +272,18 @@ impl AnyClassifier {
         each!(self, m => collect(m, |p, _| full || p.starts_with("tuner.") || p.starts_with("head.")))
     }
 
-    /// Folds the method into the backbone where it merges exactly (ARC, LoRA on ViT).
+    /// Folds the method into the backbone where it merges exactly (ARC, LoRA on ViT); the
+    /// plain methods give their evaluation snapshot.
     ///
     /// # Errors
-    /// [`NotMergeable`] (inside the `anyhow::Error`) for a method configuration that has no
-    /// exact merged form.
-    pub fn merged(self) -> Result<PlainClassifier> {
+    /// [`NotMergeable`] for a method configuration that has no exact merged form.
+    pub fn merged(self) -> Result<PlainClassifier, NotMergeable> {
         match self {
-            AnyClassifier::Arc(m) => arc::merge(m).map_err(|e| match e {
-                arc::ArcError::NotMergeable(why) => NotMergeable(why).into(),
-                other => other.into(),
-            }),
-            AnyClassifier::Lora(m) => {
-                let m = m.valid();
-                match m.backbone {
-                    petl_core::model::Backbone::Vit(vit) => Ok(Classifier {
-                        backbone: petl_core::model::Backbone::Vit(m.tuner.merge_into(vit)),
-                        tuner: NoHooks,
-                        head: m.head,
-                    }),
-                    _ => Err(NotMergeable("LoRA merging is implemented for ViT backbones only".into()).into()),
-                }
-            }
-            AnyClassifier::Plain(m) => Ok(m.valid()),
-            AnyClassifier::Adapter(_) => {
-                Err(NotMergeable("the bottleneck adapter is non-linear and cannot be merged".into()).into())
-            }
-            AnyClassifier::Prompt(_) => {
-                Err(NotMergeable("deep prompts add keys and values to every block".into()).into())
-            }
+            AnyClassifier::Arc(m) => ArcMethod::merge(m),
+            AnyClassifier::Lora(m) => LoraMethod::merge(m),
+            AnyClassifier::Adapter(m) => AdapterMethod::merge(m),
+            AnyClassifier::Prompt(m) => DeepPromptMethod::merge(m),
+            AnyClassifier::Plain(m) => LinearProbe::merge(m),
         }
     }
 }
-
-/// A method configuration that has no exact merged form (a property of the configuration, not
-/// a failure): reported as such, e.g. in `reproduce`'s table.
-#[derive(Debug, thiserror::Error)]
-#[error("does not merge: {0}")]
-pub struct NotMergeable(pub String);

@@ -211,10 +211,7 @@ fn merge_check(model: crate::methods::AnyClassifier, test: &dyn ImageDataset, de
     let before = petl_core::weights::HostTensor::from_tensor(&model.valid().logits(images.clone()));
     let merged = match model.merged() {
         Ok(m) => m,
-        Err(e) => match e.downcast::<crate::methods::NotMergeable>() {
-            Ok(why) => return Ok(Merge::NotMergeable(why.0)),
-            Err(e) => return Err(e),
-        },
+        Err(why) => return Ok(Merge::NotMergeable(why.0)),
     };
     let after = petl_core::weights::HostTensor::from_tensor(&merged.logits(images));
     Ok(Merge::Exact(before.data.iter().zip(&after.data).map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max)))

@@ -10,7 +10,8 @@
 //! - [`ArcConfig`] / [`ArcTuner`]: the method, driving petl-core's insertion points
 //!   (`attn_input` for the attention adapter; `mlp_input` (ViT) or `mlp_residual` (official
 //!   Swin) for the MLP adapter).
-//! - [`build`]: backbone + ARC + head with the trainable set of the paper.
+//! - [`build`]: backbone + ARC + head with the trainable set of the paper; [`ArcMethod`]: ARC as
+//!   a petl method plug-in.
 //! - [`merge`]: folds the adapters into the frozen q/k/v (and fc1) weights, giving a plain
 //!   backbone with zero extra parameters and FLOPs.
 //! - [`official`]: loads state dicts saved by the official PyTorch code (its key names).
@@ -26,7 +27,9 @@ pub use adapter::{ArcConfig, ArcTuner, ArcVariant, LambdaInit, LayerAdapter, Mlp
 pub use merge::merge;
 
 use burn::prelude::*;
-use petl_core::model::{BackboneConfig, Classifier, HeadInit};
+use petl_core::hooks::Layout;
+use petl_core::method::{NotMergeable, PetlMethod};
+use petl_core::model::{BackboneConfig, Classifier, PlainClassifier};
 
 /// Errors of the arc crate.
 #[derive(Debug, thiserror::Error)]
@@ -42,21 +45,32 @@ pub enum ArcError {
 /// An ARC classifier.
 pub type ArcClassifier = Classifier<ArcTuner>;
 
-/// Head initialisation used by the official code for a backbone family: zeros for ViT (the
-/// checkpoint loader zeroes it), timm's truncated normal for Swin.
-pub fn head_init(backbone: &BackboneConfig) -> HeadInit {
-    match backbone {
-        BackboneConfig::Vit(_) => HeadInit::Zeros,
-        BackboneConfig::Swin(_) => HeadInit::TruncNormal,
-    }
-}
+pub use petl_core::method::head_init;
 
 /// Backbone (frozen) + ARC + head (trainable), freshly initialised on `device`.
 pub fn build(backbone: &BackboneConfig, arc: &ArcConfig, classes: usize, device: &Device) -> ArcClassifier {
-    let layout = backbone.layout();
-    Classifier {
-        backbone: backbone.init(device).no_grad(),
-        tuner: arc.init(&layout, device),
-        head: petl_core::model::init_head(layout.feature_dim, classes, head_init(backbone), device),
+    petl_core::method::frozen_with(backbone, arc.init(&backbone.layout(), device), classes, device)
+}
+
+/// ARC as a petl method plug-in ([`petl_core::method::PetlMethod`]).
+pub struct ArcMethod;
+
+impl PetlMethod for ArcMethod {
+    type Tuner = ArcTuner;
+    type Config = ArcConfig;
+
+    fn num_params(config: &ArcConfig, layout: &Layout) -> usize {
+        config.num_params(layout)
+    }
+
+    fn build(config: &ArcConfig, backbone: &BackboneConfig, classes: usize, device: &Device) -> ArcClassifier {
+        build(backbone, config, classes, device)
+    }
+
+    fn merge(model: ArcClassifier) -> Result<PlainClassifier, NotMergeable> {
+        merge(model).map_err(|e| match e {
+            ArcError::NotMergeable(why) => NotMergeable(why),
+            other => NotMergeable(other.to_string()),
+        })
     }
 }

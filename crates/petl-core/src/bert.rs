@@ -21,6 +21,7 @@ use burn::tensor::TensorData;
 
 use crate::encoder::{EncodeOptions, Encoder, EncoderOutput, States};
 use crate::hooks::{BlockHooks, BlockId, BlockInfo, Layout, LinearSite, Tower};
+use crate::io::HfConfig;
 use crate::nn::AttentionMask;
 use crate::ops::gelu;
 use crate::{Error, Result};
@@ -86,22 +87,14 @@ impl BertConfig {
     /// A missing file, a missing or mistyped field (named), another `model_type`, or sizes that
     /// cannot work.
     pub fn from_hf_config(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not JSON: {e}")))?;
+        let v = HfConfig::read(path)?;
         let model_type = v["model_type"].as_str().unwrap_or("");
         if !matches!(model_type, "bert" | "roberta") {
             return Err(Error::format(path, format!("model_type `{model_type}`: expected `bert` or `roberta`")));
         }
-        let int = |key: &str| {
-            v[key]
-                .as_u64()
-                .map(|n| n as usize)
-                .ok_or_else(|| Error::format(path, format!("`{key}` is missing or not a non-negative integer")))
-        };
-        if let Some(act) = v["hidden_act"].as_str().filter(|a| *a != "gelu") {
-            return Err(Error::format(path, format!("hidden_act `{act}`: only `gelu` (exact) is implemented")));
-        }
+        let hf = HfConfig { path, value: &v };
+        let int = |key: &str| hf.usize(key);
+        hf.expect_activation("gelu")?;
         let cfg = Self::new(
             int("vocab_size")?,
             int("hidden_size")?,

@@ -1,4 +1,5 @@
-//! File writing shared by checkpoints, reports and exports.
+//! Files: atomic writes shared by checkpoints, reports and exports, and reading Hugging Face
+//! `config.json` files with errors that name the file and the key.
 
 use std::io::Write;
 use std::path::Path;
@@ -23,4 +24,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(Error::io(path, e));
     }
     Ok(())
+}
+
+/// A Hugging Face `config.json` (or a part of one, e.g. CLIP's `vision_config`) with field
+/// accessors whose errors name the file and the key.
+pub struct HfConfig<'a> {
+    /// The file, for messages.
+    pub path: &'a Path,
+    /// The JSON object read.
+    pub value: &'a serde_json::Value,
+}
+
+impl HfConfig<'_> {
+    /// Reads and parses `path`.
+    ///
+    /// # Errors
+    /// A missing file, or one that is not JSON.
+    pub fn read(path: &Path) -> Result<serde_json::Value> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not JSON: {e}")))
+    }
+
+    /// A required non-negative integer field.
+    ///
+    /// # Errors
+    /// The field is missing or not a non-negative integer.
+    pub fn usize(&self, key: &str) -> Result<usize> {
+        self.value[key]
+            .as_u64()
+            .map(|n| n as usize)
+            .ok_or_else(|| Error::format(self.path, format!("`{key}` is missing or not a non-negative integer")))
+    }
+
+    /// `hidden_act`, which must be `expected` when present.
+    ///
+    /// # Errors
+    /// Another activation.
+    pub fn expect_activation(&self, expected: &str) -> Result<()> {
+        match self.value["hidden_act"].as_str() {
+            Some(act) if act != expected => {
+                Err(Error::format(self.path, format!("hidden_act `{act}`: this model uses `{expected}`")))
+            }
+            _ => Ok(()),
+        }
+    }
 }

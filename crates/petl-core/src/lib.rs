@@ -1,31 +1,62 @@
 //! # petl-core
 //!
-//! Everything the petl method crates share and nothing that names a paper: backbones (ViT,
-//! Swin), weight import, datasets and preprocessing, the procedural *shapes world*, the one
-//! training loop, accounting (parameters, bytes, memory, throughput) and checkpoints.
+//! Everything the petl method crates share and nothing that names a paper: encoders (ViT,
+//! Swin, CLIP's image tower, BERT/RoBERTa), the shared attention, weight import, datasets,
+//! tokenisation and preprocessing, the procedural *shapes world*, the one training loop,
+//! accounting (parameters, bytes, memory, throughput), checkpoints and the baseline tuners
+//! (LoRA, bottleneck adapter, deep prompts).
+//!
+//! ## Encoders
+//!
+//! Every backbone implements [`encoder::Encoder`]: a typed input (images `[B, C, H, W]`; token
+//! ids with a padding mask, [`bert::TextInput`]), the method's hooks, and an
+//! [`encoder::EncoderOutput`] with the last hidden state, every layer's hidden states on request
+//! (Hugging Face's `output_hidden_states`) and the pooled feature. Presets are functions on the
+//! configs (`VitConfig::vit_b16()`, `VitConfig::clip_vit_b16()`, `BertConfig::roberta_base()`);
+//! Hugging Face folders are read with `from_hf_config`-style constructors and one pure renaming
+//! function per checkpoint family ([`weights::families`]).
 //!
 //! ## Insertion points: one mechanism for every method
 //!
 //! Backbones are written once and never forked per method. Every transformer block calls a
 //! [`hooks::BlockHooks`] object at fixed *insertion points*; each hook defaults to the identity,
-//! so the frozen backbone is the same struct driven by [`hooks::NoHooks`]:
+//! so the frozen backbone is the same struct driven by [`hooks::NoHooks`]. A hook learns where
+//! it is called from a [`hooks::BlockId`] (tower: vision / text / fusion / decoder, stage,
+//! index):
 //!
 //! | hook | where, in a pre-LN block | used by |
 //! |---|---|---|
 //! | `attn_input` | after LN1, before q/k/v | ARC, ARC_att |
-//! | `linear(site, x, y)` | after each frozen linear `y = x W + c` (q, k, v, out, fc1, fc2) | LoRA |
+//! | `linear(site, x, y)` | after each frozen linear `y = x W + c` (q, k, v, out, fc1, fc2; cross-attention sites) | LoRA |
 //! | `kv_prompts(at)` | extra key/value tokens before LN1 and the frozen k/v projections | deep prompt |
-//! | `attention(at, q, k, v, heads, mask)` | the attention computation (default: [`nn::multi_head_attention`]) | (APT-style replacements) |
-//! | `attn_output(at, o, query_input)` | attention branch output, before the residual add | bottleneck adapter |
+//! | `attention(at, q, k, v, heads, mask)` | the attention itself (default: [`nn::multi_head_attention`], `N_q ≠ N_kv`, masks) | replacements of the attention |
+//! | `attn_output(at, o, query_input)` | attention branch output (after the output projection), before the residual add | bottleneck adapter |
 //! | `mlp_residual` | residual stream before LN2 | ARC on Swin (official site) |
 //! | `mlp_input` | after LN2, before fc1 | ARC |
 //! | `mlp_output` | FFN branch output, before the residual add | bottleneck adapter |
 //!
+//! Post-LN blocks (BERT) call the same hooks at the same branch positions (see [`bert`]).
+//!
 //! A method is a [`burn::module::Module`] that implements `BlockHooks` (its parameters live in
 //! it, not in the backbone) plus the rule that merges it back, where the method merges. The
-//! backbone's layout ([`hooks::BlockInfo`] per block: stage, width, MLP width) is known from
+//! backbone's layout ([`hooks::BlockInfo`] per block: position, width, MLP width) is known from
 //! its config alone, so tuners are built, and parameters counted, without allocating the
 //! backbone. [`model::Classifier`] ties backbone, tuner and head together.
+//!
+//! ## How the next methods plug in
+//!
+//! - **APT** (approximated prompt tuning): a tuner whose `attn_output(at, o, query_input)`
+//!   returns `(o + w ⊙ ReLU(H K_Pᵀ) P)·e^s` from the branch output `o` and its query-side input
+//!   `H`; its baseline deep prompt is [`tuners::DeepPrompt`] (`kv_prompts`), LoRA and the
+//!   adapters are the shared tuners; ViLT and METER are encoders of this crate built from the
+//!   same blocks (METER's cross-attention through [`nn::AttentionMask`] with `N_q ≠ N_kv` and
+//!   the cross-attention [`hooks::LinearSite`]s).
+//! - **UniPT**: the frozen encoders run on a device without autodiff and return every layer's
+//!   hidden states ([`encoder::EncodeOptions::with_hidden_states`]) as constants; the side
+//!   network is a plain module of the method crate that reads them; the model owns `forward`.
+//! - **VL-Adapter**: adapters, LoRA and prompts are tuners on the encoder and decoder towers
+//!   (`BlockId::tower` tells them apart; Hyperformer and Compacter generate their weights from
+//!   the task id).
 //!
 //! The backend is never named here: code takes a [`burn::tensor::Device`]; the choice
 //! (flex, ndarray, wgpu, libtorch, cuda) happens once, in the binary.
@@ -40,6 +71,7 @@ pub mod encoder;
 pub mod error;
 pub mod hooks;
 pub mod io;
+pub mod method;
 pub mod model;
 pub mod nn;
 pub mod ops;

@@ -107,9 +107,7 @@ impl VitConfig {
     /// `quick_gelu`, or sizes that cannot work.
     pub fn from_hf_clip_config(path: &std::path::Path) -> crate::Result<Self> {
         use crate::Error;
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not JSON: {e}")))?;
+        let v = crate::io::HfConfig::read(path)?;
         let vision = match v["model_type"].as_str().unwrap_or("") {
             "clip_vision_model" => &v,
             "clip" => &v["vision_config"],
@@ -120,15 +118,9 @@ impl VitConfig {
                 ));
             }
         };
-        let int = |key: &str| {
-            vision[key]
-                .as_u64()
-                .map(|n| n as usize)
-                .ok_or_else(|| Error::format(path, format!("`{key}` is missing or not a non-negative integer")))
-        };
-        if let Some(act) = vision["hidden_act"].as_str().filter(|a| *a != "quick_gelu") {
-            return Err(Error::format(path, format!("hidden_act `{act}`: CLIP's image tower uses `quick_gelu`")));
-        }
+        let hf = crate::io::HfConfig { path, value: vision };
+        let int = |key: &str| hf.usize(key);
+        hf.expect_activation("quick_gelu")?;
         let cfg = Self::new(
             int("image_size")?,
             int("patch_size")?,

@@ -23,6 +23,21 @@ fn keep(t: HostTensor) -> HostTensor {
     t
 }
 
+/// A torch `Linear` (`[out, in]` weight, bias) → ours (`[in, out]`).
+fn linear(src: &mut TensorMap, dst: &mut TensorMap, theirs: &str, ours: &str) -> Result<()> {
+    rename(src, dst, &format!("{theirs}.weight"), &format!("{ours}.weight"), |t| t.t())?;
+    rename(src, dst, &format!("{theirs}.bias"), &format!("{ours}.bias"), keep)
+}
+
+/// A torch `LayerNorm` (`weight`/`bias`, or the older `gamma`/`beta`) → ours (`gamma`/`beta`).
+fn norm(src: &mut TensorMap, dst: &mut TensorMap, theirs: &str, ours: &str) -> Result<()> {
+    for (new, old) in [("weight", "gamma"), ("bias", "beta")] {
+        let key = if src.tensors.contains_key(&format!("{theirs}.{new}")) { new } else { old };
+        rename(src, dst, &format!("{theirs}.{key}"), &format!("{ours}.{old}"), keep)?;
+    }
+    Ok(())
+}
+
 /// Moves every key not consumed by a family into `dst` so the strict check reports it.
 fn leftovers(src: TensorMap, dst: &mut TensorMap, ignore: impl Fn(&str) -> bool) {
     for (k, v) in src.tensors {
@@ -190,17 +205,6 @@ pub fn bert_hf(src: TensorMap) -> Result<TensorMap> {
         tensors: src.tensors.into_iter().map(|(k, v)| (k.strip_prefix(prefix).unwrap_or(&k).to_string(), v)).collect(),
     };
     let mut dst = TensorMap::new(src.source.clone());
-    let norm = |src: &mut TensorMap, dst: &mut TensorMap, theirs: &str, ours: &str| -> Result<()> {
-        for (new, old, to) in [("weight", "gamma", "gamma"), ("bias", "beta", "beta")] {
-            let key = if src.tensors.contains_key(&format!("{theirs}.{new}")) { new } else { old };
-            rename(src, dst, &format!("{theirs}.{key}"), &format!("{ours}.{to}"), keep)?;
-        }
-        Ok(())
-    };
-    let linear = |src: &mut TensorMap, dst: &mut TensorMap, theirs: &str, ours: &str| -> Result<()> {
-        rename(src, dst, &format!("{theirs}.weight"), &format!("{ours}.weight"), |t| t.t())?;
-        rename(src, dst, &format!("{theirs}.bias"), &format!("{ours}.bias"), keep)
-    };
     for table in ["word_embeddings", "position_embeddings", "token_type_embeddings"] {
         rename(&mut src, &mut dst, &format!("embeddings.{table}.weight"), &format!("{table}.weight"), keep)?;
     }
@@ -252,14 +256,6 @@ pub fn clip_vision_hf(src: TensorMap) -> Result<TensorMap> {
             .collect(),
     };
     let mut dst = TensorMap::new(src.source.clone());
-    let linear = |src: &mut TensorMap, dst: &mut TensorMap, theirs: &str, ours: &str| -> Result<()> {
-        rename(src, dst, &format!("{theirs}.weight"), &format!("{ours}.weight"), |t| t.t())?;
-        rename(src, dst, &format!("{theirs}.bias"), &format!("{ours}.bias"), keep)
-    };
-    let norm = |src: &mut TensorMap, dst: &mut TensorMap, theirs: &str, ours: &str| -> Result<()> {
-        rename(src, dst, &format!("{theirs}.weight"), &format!("{ours}.gamma"), keep)?;
-        rename(src, dst, &format!("{theirs}.bias"), &format!("{ours}.beta"), keep)
-    };
     rename(&mut src, &mut dst, "embeddings.patch_embedding.weight", "patch_embed.weight", keep)?;
     rename(&mut src, &mut dst, "embeddings.class_embedding", "cls_token", |t| {
         let d = t.data.len();
