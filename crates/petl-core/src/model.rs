@@ -3,6 +3,8 @@
 use burn::module::Param;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
+use std::sync::{OnceLock, RwLock};
+
 use serde::{Deserialize, Serialize};
 
 use burn::module::ModuleDisplay;
@@ -24,29 +26,28 @@ pub enum BackboneConfig {
 }
 
 impl BackboneConfig {
-    /// A named preset: `vit-b16`, `vit-l16`, `vit-h14`, `vit-ti16`, `swin-b`, `vit-tiny-test`,
-    /// `swin-tiny-test`.
+    /// A named preset from the registry ([`register_preset`]): built in are `vit-b16`,
+    /// `vit-l16`, `vit-h14`, `vit-ti16`, `clip-vit-b16` (CLIP's image tower), `swin-b`,
+    /// `vit-tiny-test`, `swin-tiny-test`; `ViT-B/16`-style spellings are accepted too.
+    ///
+    /// # Errors
+    /// An unknown name (the message lists the known ones).
     pub fn preset(name: &str) -> crate::Result<Self> {
-        Ok(match name {
-            "vit-b16" | "vit-b/16" | "ViT-B/16" => Self::Vit(VitConfig::vit_b16()),
-            "vit-l16" | "vit-l/16" | "ViT-L/16" => Self::Vit(VitConfig::vit_l16()),
-            "vit-h14" | "vit-h/14" | "ViT-H/14" => Self::Vit(VitConfig::vit_h14()),
-            "vit-ti16" | "ViT-Ti/16" => Self::Vit(VitConfig::vit_ti16()),
-            "vit-tiny-test" => Self::Vit(VitConfig::tiny_test()),
-            "swin-b" | "Swin-B" => Self::Swin(SwinConfig::swin_b()),
-            "swin-tiny-test" => Self::Swin(SwinConfig::tiny_test()),
-            other => {
-                return Err(crate::Error::Config(format!(
-                    "unknown backbone preset `{other}` (known: {})",
-                    Self::PRESETS.join(", ")
-                )));
-            }
-        })
+        let registry = presets().read().unwrap_or_else(|e| e.into_inner());
+        let wanted = name.to_ascii_lowercase().replace('/', "");
+        registry.iter().find(|(n, _)| *n == wanted || n == name).map_or_else(
+            || {
+                let known: Vec<&str> = registry.iter().map(|(n, _)| n.as_str()).collect();
+                Err(crate::Error::Config(format!("unknown backbone preset `{name}` (known: {})", known.join(", "))))
+            },
+            |(_, cfg)| Ok(cfg.clone()),
+        )
     }
 
-    /// Names accepted by [`BackboneConfig::preset`].
-    pub const PRESETS: [&'static str; 7] =
-        ["vit-b16", "vit-l16", "vit-h14", "vit-ti16", "swin-b", "vit-tiny-test", "swin-tiny-test"];
+    /// Names of the registered presets, in registration order.
+    pub fn preset_names() -> Vec<String> {
+        presets().read().unwrap_or_else(|e| e.into_inner()).iter().map(|(n, _)| n.clone()).collect()
+    }
 
     /// Block layout.
     pub fn layout(&self) -> Layout {
@@ -78,6 +79,33 @@ impl BackboneConfig {
             Self::Vit(c) => Backbone::Vit(c.init(device)),
             Self::Swin(c) => Backbone::Swin(c.init(device)),
         }
+    }
+}
+
+/// The preset registry, with the built-in presets.
+fn presets() -> &'static RwLock<Vec<(String, BackboneConfig)>> {
+    static PRESETS: OnceLock<RwLock<Vec<(String, BackboneConfig)>>> = OnceLock::new();
+    PRESETS.get_or_init(|| {
+        RwLock::new(vec![
+            ("vit-b16".into(), BackboneConfig::Vit(VitConfig::vit_b16())),
+            ("vit-l16".into(), BackboneConfig::Vit(VitConfig::vit_l16())),
+            ("vit-h14".into(), BackboneConfig::Vit(VitConfig::vit_h14())),
+            ("vit-ti16".into(), BackboneConfig::Vit(VitConfig::vit_ti16())),
+            ("clip-vit-b16".into(), BackboneConfig::Vit(VitConfig::clip_vit_b16())),
+            ("swin-b".into(), BackboneConfig::Swin(SwinConfig::swin_b())),
+            ("vit-tiny-test".into(), BackboneConfig::Vit(VitConfig::tiny_test())),
+            ("swin-tiny-test".into(), BackboneConfig::Swin(SwinConfig::tiny_test())),
+        ])
+    })
+}
+
+/// Registers (or replaces) a named backbone preset, so that a crate adds presets without editing
+/// this one: `register_preset("vit-s16", BackboneConfig::Vit(VitConfig::new(224, 16, 384, 12, 6, 1536)))`.
+pub fn register_preset(name: &str, config: BackboneConfig) {
+    let mut registry = presets().write().unwrap_or_else(|e| e.into_inner());
+    match registry.iter_mut().find(|(n, _)| n == name) {
+        Some(entry) => entry.1 = config,
+        None => registry.push((name.to_string(), config)),
     }
 }
 
@@ -197,6 +225,18 @@ pub type PlainClassifier = Classifier<NoHooks>;
 mod tests {
     use super::*;
     use burn::tensor::Distribution;
+
+    #[test]
+    fn presets_come_from_an_extensible_registry() {
+        assert_eq!(BackboneConfig::preset("ViT-B/16").unwrap(), BackboneConfig::Vit(VitConfig::vit_b16()));
+        assert_eq!(BackboneConfig::preset("clip-vit-b16").unwrap(), BackboneConfig::Vit(VitConfig::clip_vit_b16()));
+        let err = BackboneConfig::preset("vit-x").unwrap_err().to_string();
+        assert!(err.contains("unknown backbone preset `vit-x`") && err.contains("swin-b"), "{err}");
+        let small = BackboneConfig::Vit(VitConfig::new(224, 16, 384, 12, 6, 1536));
+        register_preset("vit-s16-registry-test", small.clone());
+        assert_eq!(BackboneConfig::preset("vit-s16-registry-test").unwrap(), small);
+        assert!(BackboneConfig::preset_names().contains(&"vit-s16-registry-test".to_string()));
+    }
 
     #[test]
     fn encoders_report_their_layout_and_every_hidden_state() {

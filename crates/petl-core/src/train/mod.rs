@@ -7,6 +7,7 @@
 //! gradients of trainable parameters, so frozen weights get no optimizer state.
 
 mod clip;
+pub mod objectives;
 pub mod schedule;
 
 use std::collections::{BTreeMap, HashSet};
