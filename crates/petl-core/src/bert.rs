@@ -22,7 +22,7 @@ use burn::tensor::TensorData;
 use crate::encoder::{EncodeOptions, Encoder, EncoderOutput, States};
 use crate::hooks::{BlockHooks, BlockId, BlockInfo, Layout, LinearSite, Tower};
 use crate::io::HfConfig;
-use crate::nn::AttentionMask;
+use crate::nn::{AttentionMask, prepend_prompts};
 use crate::ops::gelu;
 use crate::{Error, Result};
 
@@ -228,11 +228,7 @@ impl BertLayer {
         let y = hooks.attn_input(at, x.clone());
         let q = lin(&self.query, LinearSite::Query, y.clone());
         let (kv, mask) = match hooks.kv_prompts(at) {
-            Some(p) => {
-                let [b, _, d] = y.dims();
-                let [m, _] = p.dims();
-                (Tensor::cat(vec![p.unsqueeze::<3>().expand([b, m, d]), y.clone()], 1), mask.clone().prepend_keys(m))
-            }
+            Some(p) => prepend_prompts(p, y.clone(), mask.clone()),
             None => (y.clone(), mask.clone()),
         };
         let k = lin(&self.key, LinearSite::Key, kv.clone());
@@ -268,6 +264,12 @@ pub struct Bert {
 }
 
 impl Bert {
+    /// Longest text the position table allows (as [`BertConfig::max_text_len`]).
+    pub fn max_text_len(&self) -> usize {
+        let [positions, _] = self.position_embeddings.weight.dims();
+        if self.roberta_positions { positions - self.pad_token_id - 1 } else { positions }
+    }
+
     /// Checks a batch against this encoder: shapes, ids inside the vocabulary, text length
     /// inside the position table.
     ///
@@ -288,8 +290,7 @@ impl Bert {
             }
         }
         let [vocab, _] = self.word_embeddings.weight.dims();
-        let [positions, _] = self.position_embeddings.weight.dims();
-        let limit = if self.roberta_positions { positions - self.pad_token_id - 1 } else { positions };
+        let limit = self.max_text_len();
         if t > limit {
             return Err(Error::Config(format!(
                 "text of {t} tokens is longer than the position table allows ({limit})"

@@ -1,5 +1,6 @@
 //! Swin transformer, numerically the timm-0.6.13 / Microsoft `swin_base_patch4_window7_224`
-//! (timm 0.6.13 `swin_transformer.py`, as the official ARC Swin code uses it): patch-embed conv + LayerNorm, no absolute position embedding,
+//! (timm 0.6.13 `swin_transformer.py`, as the official ARC Swin code uses it): patch-embed conv +
+//! LayerNorm, no absolute position embedding,
 //! stages of (shifted-)window attention blocks with a relative position bias, PatchMerging
 //! between stages, final LayerNorm and mean pooling over tokens.
 //!

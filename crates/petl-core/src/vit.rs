@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoder::{EncodeOptions, Encoder, EncoderOutput, States};
 use crate::hooks::{BlockHooks, BlockId, BlockInfo, Layout, LinearSite};
-use crate::nn::AttentionMask;
+use crate::nn::{AttentionMask, prepend_prompts};
 
 /// Configuration of a ViT backbone (no head).
 #[derive(Config, Debug, PartialEq)]
@@ -274,12 +274,7 @@ impl VitBlock {
         let y = hooks.attn_input(at, self.norm1.forward(x.clone()));
         let q = lin(&self.query, LinearSite::Query, y.clone());
         let (kv, mask) = match hooks.kv_prompts(at) {
-            Some(p) => {
-                let [b, _, d] = x.dims();
-                let [m, _] = p.dims();
-                let p = self.norm1.forward(p.unsqueeze::<3>().expand([b, m, d]));
-                (Tensor::cat(vec![p, y.clone()], 1), AttentionMask::none().prepend_keys(m))
-            }
+            Some(p) => prepend_prompts(self.norm1.forward(p), y.clone(), AttentionMask::none()),
             None => (y.clone(), AttentionMask::none()),
         };
         let k = lin(&self.key, LinearSite::Key, kv.clone());

@@ -56,6 +56,14 @@ impl AttentionMask {
     }
 }
 
+/// Prepends `prompts` `[M, D]`, shared by the batch, to `tokens` `[B, N, D]` as extra keys and
+/// values (deep prompts), extending `mask` to match: -> `([B, M + N, D], mask)`.
+pub fn prepend_prompts(prompts: Tensor<2>, tokens: Tensor<3>, mask: AttentionMask) -> (Tensor<3>, AttentionMask) {
+    let [b, _, d] = tokens.dims();
+    let [m, _] = prompts.dims();
+    (Tensor::cat(vec![prompts.unsqueeze::<3>().expand([b, m, d]), tokens], 1), mask.prepend_keys(m))
+}
+
 /// Multi-head attention on projected q, k, v; heads are channel blocks `h·hd..(h+1)·hd`
 /// (head-major, as ViT, BERT, CLIP and Swin lay them out).
 ///

@@ -2,4 +2,4 @@
 
 pub mod attention;
 
-pub use attention::{AttentionMask, multi_head_attention};
+pub use attention::{AttentionMask, multi_head_attention, prepend_prompts};

@@ -1,4 +1,5 @@
-//! Learning-rate schedule: linear warm-up then cosine, stepped per update (per update, as the official ARC/VPT training loops step it).
+//! Learning-rate schedule: linear warm-up then cosine, stepped per update (as the official ARC/VPT
+//! training loops step it).
 
 /// Warm-up cosine factor `f(k)`: `k / W` for `k < W`, else
 /// `max(min_factor, ½(1 + cos(π (k − W) / (T − W))))`. The first update (k = 0) gets 0.

@@ -58,7 +58,8 @@ fn count_blocks(map: &TensorMap, prefix: &str) -> usize {
 }
 
 /// Google ViT `.npz` (IN-21k release; AugReg files share the layout) → [`crate::vit::Vit`]
-/// paths. The names follow `big_vision`/`vit_jax` checkpoints as timm's `_load_weights` reads them; `head/*` and `pre_logits/*` are dropped.
+/// paths. The names follow `big_vision`/`vit_jax` checkpoints as timm's `_load_weights` reads them;
+/// `head/*` and `pre_logits/*` are dropped.
 pub fn vit_google_npz(mut src: TensorMap) -> Result<TensorMap> {
     let mut dst = TensorMap::new(src.source.clone());
     let layers = count_blocks(&src, "Transformer/encoderblock_");
@@ -235,10 +236,9 @@ pub fn bert_hf(src: TensorMap) -> Result<TensorMap> {
 }
 
 /// Hugging Face CLIP image tower (`CLIPVisionModel`, or the `vision_model.*` part of a full
-/// `CLIPModel`, whose other keys are dropped) → [`crate::vit::Vit`] paths of a [`crate::vit::VitConfig::clip`] model. Torch
-/// Linear weights are transposed; the class embedding `[D]` and position table `[N, D]` get their
-/// batch axis. The text tower, the projections and `logit_scale` of a full CLIP checkpoint are
-/// dropped, as is the `position_ids` buffer.
+/// `CLIPModel`, whose other keys are dropped) → [`crate::vit::Vit`] paths of a
+/// [`crate::vit::VitConfig::clip`] model. Torch Linear weights are transposed; the class embedding
+/// `[D]` and position table `[N, D]` get their batch axis. The `position_ids` buffer is dropped.
 pub fn clip_vision_hf(src: TensorMap) -> Result<TensorMap> {
     // `CLIPModel` and older `CLIPVisionModel` files prefix the tower with `vision_model.`;
     // transformers 5 saves `CLIPVisionModel` without it.
