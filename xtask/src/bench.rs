@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: the same methods, backbone and batch on each backend (and PyTorch), in
-//! one run: training-step time (forward + backward + AdamW with clipping), inference time
+//! one run: training-step time (the training loop's own step: forward + backward + AdamW with
+//! clipping), inference time
 //! (merged and unmerged where the method merges), samples/s, peak memory, trainable parameters
 //! and optimizer-state bytes. Writes a markdown table, JSON and an SVG plot.
 
@@ -8,14 +9,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use arc::ArcConfig;
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use clap::Args;
 use petl_core::accounting::{GradientCounts, measure_gradients};
 use petl_core::model::BackboneConfig;
-use petl_core::train::{Classify, clip_global_norm};
+use petl_core::train::{Classification, Classify, Optimization, TrainConfig, WarmupCosine, backward};
 use serde::{Deserialize, Serialize};
 
 use crate::methods::{AnyClassifier, Method, MethodSpec, each};
@@ -113,33 +112,35 @@ struct Timing {
     optimizer_state_bytes: usize,
 }
 
-/// Times `warmup + steps` training steps of `model` on a fixed random batch.
+/// Times `warmup + steps` training steps of `model` on a fixed random batch: the loop's own step
+/// (`petl_core::train::backward` of the classification task, then `Optimization::update`:
+/// global-norm clipping and AdamW), without data loading.
 fn time_training<M: Classify>(model: M, args: &BenchArgs, size: usize, device: &Device) -> Result<(M, Timing)> {
     let x = Tensor::<4>::random([args.batch, 3, size, size], Distribution::Normal(0.0, 1.0), device);
     let labels: Vec<i64> = (0..args.batch).map(|i| (i % args.classes) as i64).collect();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [args.batch]), device);
     let (trainable, _) = petl_core::accounting::measure_trainable(&model);
-    let ids = petl_core::train::trainable_ids(&model);
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let mut optim = AdamWConfig::new().with_epsilon(1e-8).init();
+    let task = Classification::default();
+    let total = args.warmup + args.steps;
+    let recipe = TrainConfig::new().with_lr(1e-3).with_warmup_epochs(0);
+    let mut opt = Optimization::new(&recipe, &model, WarmupCosine::new(0, total), 0);
     let mut model = model;
     let mut steps = vec![];
     let mut gradients = GradientCounts::default();
-    for i in 0..args.warmup + args.steps {
+    for i in 0..total {
         let t0 = Instant::now();
-        let loss = loss_fn.forward(model.logits(x.clone()), y.clone());
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let (grads, loss, score) = backward(&task, &model, (x.clone(), y.clone()), None);
         if i == 0 {
             gradients = measure_gradients(&model, &grads);
         }
-        clip_global_norm(&model, &mut grads, 1.0, &ids);
-        model = optim.step(1e-3, model, grads);
+        model = opt.update(model, grads).0;
         loss.into_scalar::<f32>();
+        score.map(|s| s.into_scalar::<f32>());
         if i >= args.warmup {
             steps.push(t0.elapsed().as_secs_f64());
         }
     }
-    let optimizer_state_bytes = optim.to_record().into_bytes().map(|b| b.len()).unwrap_or(0);
+    let optimizer_state_bytes = opt.optimizer.to_record().into_bytes().map(|b| b.len()).unwrap_or(0);
     Ok((model, Timing { steps, trainable, gradients, optimizer_state_bytes }))
 }
 

@@ -185,7 +185,7 @@ fn pretrained_backbone(e: &Embedded, seed: u64, device: &Device, quiet: bool) ->
     trainer.progress = !quiet;
     trainer.label = "pretrain".into();
     let (model, report) = model.fit(&trainer, &train, &test)?;
-    println!("pretrain: test accuracy {:.1}% in {:.0}s", report.final_test_acc, report.wall_secs);
+    println!("pretrain: test accuracy {:.1}% in {:.0}s", report.final_test, report.wall_secs);
     let crate::methods::AnyClassifier::Plain(model) = model else { unreachable!("full fine-tuning is plain") };
     petl_core::weights::write_safetensors(&path, &model.backbone.tensors(), None)?;
     Ok((backbone, path))
@@ -316,8 +316,8 @@ impl Runner<'_> {
         println!(
             "{task:>12} {:>8}: best {:.1}% final {:.1}%  trainable {}  {:.0} samples/s",
             spec.method.label(),
-            report.best_test_acc,
-            report.final_test_acc,
+            report.best_test,
+            report.final_test,
             report.trainable_params,
             report.samples_per_sec
         );
@@ -325,8 +325,8 @@ impl Runner<'_> {
             task: task.into(),
             group: group.into(),
             method: spec.method.label().into(),
-            best_acc: report.best_test_acc,
-            final_acc: report.final_test_acc,
+            best_acc: report.best_test,
+            final_acc: report.final_test,
             trainable_params: report.trainable_params,
             adapter_params: counts.adapter_params,
             samples_per_sec: report.samples_per_sec,

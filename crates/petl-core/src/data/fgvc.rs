@@ -265,7 +265,7 @@ impl FileDataset<FgvcTask> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::ImageDataset;
+    use crate::data::{ImageDataset, Samples};
     use image::{Rgb, RgbImage};
 
     /// OxfordFlowers layout (image root = task folder) with images `jpg/image_{0..6}.jpg`.

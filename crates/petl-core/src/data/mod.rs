@@ -28,8 +28,11 @@ pub struct ImageSample {
     pub label: usize,
 }
 
-/// A labelled image dataset, random-access.
-pub trait ImageDataset: Send + Sync {
+/// A random-access source of typed samples: Burn's `Dataset` (`get`, `len`) with a per-sample
+/// augmentation seed, so that training-time augmentation is reproducible and a resumed run sees
+/// the same views. Every task's data implements it ([`ImageDataset`]: `Samples<ImageSample>`;
+/// the vision–language data of [`shapes::language`]: `Samples<VlSample>`).
+pub trait Samples<I>: Send + Sync {
     /// Human-readable name (task name).
     fn name(&self) -> &str;
     /// Number of samples.
@@ -38,13 +41,20 @@ pub trait ImageDataset: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Sample `index`. `augment` carries a per-sample seed when training-time augmentation
+    /// (random crop, flip) should be applied; `None` gives the deterministic evaluation view.
+    ///
+    /// # Errors
+    /// A sample that cannot be read (the file named) or an index out of range.
+    fn get(&self, index: usize, augment: Option<u64>) -> crate::Result<I>;
+}
+
+/// A labelled image dataset.
+pub trait ImageDataset: Samples<ImageSample> {
     /// Number of classes `K`.
     fn num_classes(&self) -> usize;
     /// Side of the square images produced.
     fn image_size(&self) -> usize;
-    /// Sample `index`. `augment` carries a per-sample seed when training-time augmentation
-    /// (random crop, flip) should be applied; `None` gives the deterministic evaluation view.
-    fn get(&self, index: usize, augment: Option<u64>) -> crate::Result<ImageSample>;
 }
 
 /// A task whose samples are image files on disk (VTAB-1k, FGVC).
@@ -85,7 +95,7 @@ impl<T: FileTask> FileDataset<T> {
     }
 }
 
-impl<T: FileTask> ImageDataset for FileDataset<T> {
+impl<T: FileTask> Samples<ImageSample> for FileDataset<T> {
     fn name(&self) -> &str {
         self.task.folder()
     }
@@ -94,19 +104,21 @@ impl<T: FileTask> ImageDataset for FileDataset<T> {
         self.samples.len()
     }
 
+    fn get(&self, index: usize, augment: Option<u64>) -> crate::Result<ImageSample> {
+        let (path, label) = self.samples.get(index).ok_or_else(|| {
+            crate::Error::Config(format!("{}: sample index {index} out of range 0..{}", self.task, self.samples.len()))
+        })?;
+        Ok(ImageSample { image: load_image(path, &self.preprocess, augment)?, label: *label })
+    }
+}
+
+impl<T: FileTask> ImageDataset for FileDataset<T> {
     fn num_classes(&self) -> usize {
         self.task.num_classes()
     }
 
     fn image_size(&self) -> usize {
         self.preprocess.size() as usize
-    }
-
-    fn get(&self, index: usize, augment: Option<u64>) -> crate::Result<ImageSample> {
-        let (path, label) = self.samples.get(index).ok_or_else(|| {
-            crate::Error::Config(format!("{}: sample index {index} out of range 0..{}", self.task, self.samples.len()))
-        })?;
-        Ok(ImageSample { image: load_image(path, &self.preprocess, augment)?, label: *label })
     }
 }
 

@@ -206,7 +206,7 @@ impl FileDataset<VtabTask> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::ImageDataset;
+    use crate::data::{ImageDataset, Samples};
     use image::{Rgb, RgbImage};
 
     fn setup(list: &str) -> tempfile::TempDir {

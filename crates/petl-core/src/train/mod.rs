@@ -1,36 +1,41 @@
-//! The one training loop every method uses: AdamW, warm-up cosine schedule, global-norm
-//! gradient clipping, optional label smoothing, per-epoch evaluation (best and final
-//! accuracy), atomic epoch checkpoints with exact resume, a progress bar, and a JSON report.
+//! The one training loop every method and task uses: a [`Task`] (batches, loss, metrics) over
+//! one or several training datasets ([`sampler`]), AdamW with parameter groups on a warm-up
+//! cosine schedule, global-norm gradient clipping, gradient accumulation ([`optim`]),
+//! per-epoch evaluation (best and final of the task's metric), atomic epoch checkpoints with
+//! exact resume, a progress bar, and a JSON report.
 //!
 //! Methods supply a model whose trainable set is already chosen (frozen parameters have
 //! `require_grad` off); the loop measures that set, and the optimizer only ever sees
 //! gradients of trainable parameters, so frozen weights get no optimizer state.
 
 mod clip;
+pub mod generate;
 pub mod objectives;
+pub mod optim;
+pub mod sampler;
 pub mod schedule;
+pub mod task;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{ImageDataset, ImageSample, batch};
+use crate::data::{ImageDataset, ImageSample, Samples};
 use crate::io::write_atomic;
 use crate::model::Classifier;
 use crate::model::Tuner;
 use crate::weights::{apply_with_ids, collect_with_ids, read_safetensors, write_safetensors};
 use crate::{Error, Result, accounting};
 pub use clip::clip_global_norm;
+pub use optim::{Optimization, ParamGroupConfig};
+pub use sampler::{PlannedBatch, Sampling, epoch_plan};
 pub use schedule::WarmupCosine;
+pub use task::{Classification, Classify, Evaluation, Task, TaskOutput};
 
 /// Optimisation recipe. The defaults are the usual VTAB-1k transfer settings (100 epochs, 10
 /// warm-up, batch 32, global-norm clipping 1.0, as in VPT and the papers built on it); each
@@ -72,12 +77,17 @@ pub struct TrainConfig {
     /// them exactly.
     #[config(default = false)]
     pub skip_last_update: bool,
-}
-
-/// A model the loop can train: images `[B, 3, H, W]` -> logits `[B, K]`.
-pub trait Classify: Module {
-    /// Logits.
-    fn logits(&self, images: Tensor<4>) -> Tensor<2>;
+    /// Batches whose gradients are summed into one update (1: none). Each micro-batch's loss
+    /// is weighted by its share of the update's samples, so `k` batches of `b` give the same
+    /// update as one batch of `k·b`; the schedule counts updates.
+    #[config(default = 1)]
+    pub grad_accumulation: usize,
+    /// Parameter groups with their own learning-rate scale and weight decay.
+    #[config(default = "Vec::new()")]
+    pub param_groups: Vec<ParamGroupConfig>,
+    /// How the batches of several training datasets are interleaved (multi-task training).
+    #[config(default = "Sampling::Proportional")]
+    pub sampling: Sampling,
 }
 
 impl<T: Tuner> Classify for Classifier<T> {
@@ -97,10 +107,17 @@ pub struct EpochLog {
     pub lr: f64,
     /// Mean training loss.
     pub train_loss: f64,
-    /// Training accuracy (%).
-    pub train_acc: f64,
-    /// Test accuracy (%) when evaluated.
-    pub test_acc: Option<f64>,
+    /// Mean training score of the task (%): accuracy for classification; NaN when the task
+    /// has none.
+    #[serde(alias = "train_acc")]
+    pub train_metric: f64,
+    /// The task's metric on the evaluation data (%) when evaluated (the mean over evaluation
+    /// datasets when there are several).
+    #[serde(alias = "test_acc")]
+    pub test_metric: Option<f64>,
+    /// Every metric of that evaluation (`<dataset>/<metric>` with several datasets).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub test_metrics: BTreeMap<String, f64>,
     /// Training throughput.
     pub samples_per_sec: f64,
 }
@@ -110,10 +127,15 @@ pub struct EpochLog {
 pub struct TrainReport {
     /// Per-epoch logs.
     pub epochs: Vec<EpochLog>,
-    /// Best test accuracy over evaluations (%) — the papers' protocol.
-    pub best_test_acc: f64,
-    /// Test accuracy after the last epoch (%).
-    pub final_test_acc: f64,
+    /// What [`TrainReport::best_test`] and [`TrainReport::final_test`] measure.
+    #[serde(default = "top1_name")]
+    pub metric: String,
+    /// Best evaluation metric over evaluations (%) — the papers' protocol.
+    #[serde(alias = "best_test")]
+    pub best_test: f64,
+    /// Evaluation metric after the last epoch (%).
+    #[serde(alias = "final_test")]
+    pub final_test: f64,
     /// Parameters that received gradients.
     pub trainable_params: usize,
     /// Parameters that did not.
@@ -129,6 +151,10 @@ pub struct TrainReport {
     pub wall_secs: f64,
     /// Epoch the run resumed after (0 if it started fresh).
     pub resumed_from_epoch: usize,
+}
+
+fn top1_name() -> String {
+    "top-1 accuracy (%)".into()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -171,23 +197,28 @@ pub fn trainable_ids<M: Module>(module: &M) -> HashSet<ParamId> {
     ids.0
 }
 
-fn load_samples(data: &dyn ImageDataset, indices: &[usize], seeds: Option<&[u64]>) -> Result<Vec<ImageSample>> {
-    indices.par_iter().enumerate().map(|(j, &i)| data.get(i, seeds.map(|s| s[j]))).collect()
+/// Top-1 accuracy (%) of `model` on `data`, in evaluation mode (no autodiff, no dropout).
+///
+/// # Errors
+/// A sample that cannot be read.
+pub fn evaluate<M: Classify>(model: &M, data: &dyn ImageDataset, batch_size: usize) -> Result<f64> {
+    Ok(Classification::default().evaluate(&model.valid(), data, batch_size)?.primary)
 }
 
-/// Top-1 accuracy (%) of `model` on `data`, in evaluation mode (no autodiff, no dropout).
-pub fn evaluate<M: Classify>(model: &M, data: &dyn ImageDataset, batch_size: usize) -> Result<f64> {
-    let model = model.valid();
-    let device = model.devices().first().cloned().unwrap_or_default();
-    let indices: Vec<usize> = (0..data.len()).collect();
-    let mut correct = 0usize;
-    for chunk in indices.chunks(batch_size.max(1)) {
-        let samples = load_samples(data, chunk, None)?;
-        let (images, labels) = batch(&samples, data.image_size(), &device);
-        let pred = model.logits(images).argmax(1).reshape([chunk.len()]);
-        correct += pred.equal(labels).int().sum().into_scalar::<i64>() as usize;
-    }
-    Ok(100.0 * correct as f64 / data.len().max(1) as f64)
+/// Forward and backward of one (micro-)batch: the gradients of `weight · loss`, the loss and
+/// the batch's summed training score.
+pub fn backward<M: Module, T: Task<M>>(
+    task: &T,
+    model: &M,
+    batch: T::Batch,
+    weight: Option<f64>,
+) -> (GradientsParams, Tensor<1>, Option<Tensor<1>>) {
+    let TaskOutput { loss, score_sum } = task.forward(model, batch);
+    let scaled = match weight {
+        Some(w) => loss.clone().mul_scalar(w),
+        None => loss.clone(),
+    };
+    (GradientsParams::from_grads(scaled.backward(), model), loss, score_sum)
 }
 
 impl Trainer {
@@ -200,18 +231,18 @@ impl Trainer {
         self.run_dir.as_ref().map(|d| d.join("checkpoint"))
     }
 
-    /// Trains `model` (on an autodiff device, trainable set chosen) on `train`, evaluating on
-    /// `test`; resumes from the run folder's last epoch checkpoint when there is one.
+    /// Trains an image classifier (on an autodiff device, trainable set chosen) on `train`,
+    /// evaluating top-1 accuracy on `test`; resumes from the run folder's last epoch checkpoint
+    /// when there is one.
+    ///
+    /// # Errors
+    /// Empty or mismatched datasets, unreadable samples, checkpoint I/O.
     pub fn fit<M: Classify>(
         &self,
         model: M,
         train: &dyn ImageDataset,
         test: &dyn ImageDataset,
     ) -> Result<(M, TrainReport)> {
-        let cfg = &self.config;
-        if train.is_empty() {
-            return Err(Error::Config(format!("training set `{}` is empty", train.name())));
-        }
         if train.num_classes() != test.num_classes() {
             return Err(Error::Config(format!(
                 "train `{}` has {} classes but test `{}` has {}",
@@ -221,17 +252,44 @@ impl Trainer {
                 test.num_classes()
             )));
         }
+        let task = Classification { label_smoothing: self.config.label_smoothing };
+        self.fit_task(model, &task, &[train as &dyn Samples<ImageSample>], &[test as &dyn Samples<ImageSample>])
+    }
+
+    /// Trains `model` on `task` over the training datasets `train` (several: multi-task, batches
+    /// interleaved per [`TrainConfig::sampling`]), evaluating on every dataset of `eval`;
+    /// resumes from the run folder's last epoch checkpoint when there is one.
+    ///
+    /// # Errors
+    /// Empty datasets, [`Task::check`] failures, unreadable samples, checkpoint I/O.
+    pub fn fit_task<M: Module, T: Task<M>>(
+        &self,
+        model: M,
+        task: &T,
+        train: &[&dyn Samples<T::Item>],
+        eval: &[&dyn Samples<T::Item>],
+    ) -> Result<(M, TrainReport)> {
+        let cfg = &self.config;
+        if train.is_empty() || eval.is_empty() {
+            return Err(Error::Config("training needs at least one training and one evaluation dataset".into()));
+        }
+        if let Some(empty) = train.iter().find(|d| d.is_empty()) {
+            return Err(Error::Config(format!("training set `{}` is empty", empty.name())));
+        }
+        for t in train {
+            for e in eval {
+                task.check(*t, *e)?;
+            }
+        }
+        if cfg.grad_accumulation == 0 || cfg.batch_size == 0 {
+            return Err(Error::Config("batch_size and grad_accumulation must be at least 1".into()));
+        }
         let start = Instant::now();
         let device = model.devices().first().cloned().unwrap_or_default();
         let (trainable, frozen) = accounting::measure_trainable(&model);
-        let trainable_set = trainable_ids(&model);
-        let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).with_epsilon(1e-8).init();
-        let mut loss_cfg = CrossEntropyLossConfig::new();
-        if cfg.label_smoothing > 0.0 {
-            loss_cfg = loss_cfg.with_smoothing(Some(cfg.label_smoothing as f32));
-        }
-        let loss_fn = loss_cfg.init(&device);
-        let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
+        let sizes: Vec<usize> = train.iter().map(|d| d.len()).collect();
+        let batches_per_epoch: usize = sizes.iter().map(|n| n.div_ceil(cfg.batch_size)).sum();
+        let steps_per_epoch = batches_per_epoch.div_ceil(cfg.grad_accumulation);
         let total = cfg.epochs * steps_per_epoch;
         let last_update = if cfg.skip_last_update { total.saturating_sub(1) } else { total };
         let schedule = WarmupCosine::new(cfg.warmup_epochs * steps_per_epoch, total);
@@ -242,21 +300,27 @@ impl Trainer {
         let mut history = vec![];
         let mut step = 0;
         let mut first_epoch = 0;
-        if let Some(progress) = self.read_progress()? {
+        let progress = self.read_progress()?;
+        if let Some(progress) = &progress {
             let dir = self.checkpoint_dir().expect("progress implies a run folder");
             let tensors = read_safetensors(&dir.join(&progress.tensors))?;
             let (m, report) = apply_with_ids(model, tensors, progress.param_ids.clone());
             report
                 .check(&dir.join(&progress.tensors).display().to_string(), |p| !progress.param_ids.contains_key(p))?;
             model = m;
-            let bytes = std::fs::read(dir.join(&progress.optimizer))
-                .map_err(|e| Error::io(dir.join(&progress.optimizer), e))?;
-            optim = optim
-                .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-                .map_err(|e| Error::format(dir.join(&progress.optimizer), format!("{e:?}")))?;
             first_epoch = progress.epoch;
             step = progress.step;
-            history = progress.history;
+            history = progress.history.clone();
+        }
+        let mut opt = Optimization::new(cfg, &model, schedule, step);
+        if let Some(progress) = &progress {
+            let dir = self.checkpoint_dir().expect("progress implies a run folder");
+            let bytes = std::fs::read(dir.join(&progress.optimizer))
+                .map_err(|e| Error::io(dir.join(&progress.optimizer), e))?;
+            opt.optimizer = opt
+                .optimizer
+                .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+                .map_err(|e| Error::format(dir.join(&progress.optimizer), format!("{e:?}")))?;
         }
 
         let bar =
@@ -271,44 +335,61 @@ impl Trainer {
 
         for epoch in first_epoch..cfg.epochs {
             let epoch_start = Instant::now();
-            let mut rng =
-                rand::rngs::StdRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
-            let mut order: Vec<usize> = (0..train.len()).collect();
-            order.shuffle(&mut rng);
-            let (mut loss_sum, mut correct, mut seen, mut lr) = (0.0, 0usize, 0usize, 0.0);
-            for chunk in order.chunks(cfg.batch_size) {
+            let plan = epoch_plan(&sizes, cfg.batch_size, cfg.seed, epoch, cfg.sampling);
+            let (mut loss_sum, mut score_sum, mut scored, mut seen, mut lr) = (0.0, 0.0, 0usize, 0usize, 0.0);
+            for update in plan.chunks(cfg.grad_accumulation) {
                 if step >= last_update {
                     break;
                 }
-                let seeds: Vec<u64> = chunk.iter().map(|&i| cfg.seed ^ ((epoch as u64) << 32) ^ i as u64).collect();
-                let samples = load_samples(train, chunk, Some(&seeds))?;
-                let (images, labels) = batch(&samples, train.image_size(), &device);
-                let logits = model.logits(images);
-                let pred = logits.clone().argmax(1).reshape([chunk.len()]);
-                correct += pred.equal(labels.clone()).int().sum().into_scalar::<i64>() as usize;
-                let loss = loss_fn.forward(logits, labels);
-                let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-                if let Some(max_norm) = cfg.grad_clip_norm {
-                    clip_global_norm(&model, &mut grads, max_norm, &trainable_set);
+                let samples_in_update: usize = update.iter().map(|b| b.indices.len()).sum();
+                let mut accumulator = GradientsAccumulator::<M>::new();
+                let mut single = None;
+                for planned in update {
+                    let data = train[planned.source];
+                    let seeds: Vec<u64> = planned
+                        .indices
+                        .iter()
+                        .map(|&i| sampler::sample_seed(cfg.seed, epoch, planned.source, i))
+                        .collect();
+                    let items = task::load(data, &planned.indices, Some(&seeds))?;
+                    let n = items.len();
+                    let batch = task.batch(items, &device);
+                    let weight = (update.len() > 1).then(|| n as f64 / samples_in_update as f64);
+                    let (grads, loss, score) = backward(task, &model, batch, weight);
+                    if let Some(score) = score {
+                        score_sum += score.into_scalar::<f32>() as f64;
+                        scored += n;
+                    }
+                    loss_sum += loss.into_scalar::<f32>() as f64 * n as f64;
+                    seen += n;
+                    if update.len() == 1 {
+                        single = Some(grads);
+                    } else {
+                        accumulator.accumulate(&model, grads);
+                    }
                 }
-                lr = cfg.lr * schedule.factor(step);
-                model = optim.step(lr, model, grads);
-                loss_sum += loss.into_scalar::<f32>() as f64 * chunk.len() as f64;
-                seen += chunk.len();
+                let grads = single.unwrap_or_else(|| accumulator.grads());
+                let (m, used) = opt.update(model, grads);
+                model = m;
+                lr = used;
                 step += 1;
                 bar.inc(1);
                 bar.set_message(format!(
-                    "epoch {} loss {:.3} acc {:.1}% {:.0} samples/s",
+                    "epoch {} loss {:.3}{} {:.0} samples/s",
                     epoch + 1,
                     loss_sum / seen as f64,
-                    100.0 * correct as f64 / seen as f64,
+                    if scored > 0 {
+                        format!(" train {:.1}%", 100.0 * score_sum / scored as f64)
+                    } else {
+                        String::new()
+                    },
                     seen as f64 / epoch_start.elapsed().as_secs_f64()
                 ));
             }
             let samples_per_sec = seen as f64 / epoch_start.elapsed().as_secs_f64();
             let is_last = epoch + 1 == cfg.epochs;
-            let test_acc = if is_last || (epoch + 1) % cfg.eval_every.max(1) == 0 {
-                Some(evaluate(&model, test, cfg.eval_batch_size)?)
+            let evaluation = if is_last || (epoch + 1) % cfg.eval_every.max(1) == 0 {
+                Some(self.evaluate_all(&model, task, eval)?)
             } else {
                 None
             };
@@ -317,41 +398,43 @@ impl Trainer {
                 step,
                 lr,
                 train_loss: loss_sum / seen.max(1) as f64,
-                train_acc: 100.0 * correct as f64 / seen.max(1) as f64,
-                test_acc,
+                train_metric: if scored > 0 { 100.0 * score_sum / scored as f64 } else { f64::NAN },
+                test_metric: evaluation.as_ref().map(|e| e.primary),
+                test_metrics: evaluation.map(|e| e.metrics).unwrap_or_default(),
                 samples_per_sec,
             };
             if self.progress && bar.is_hidden() {
                 // No terminal (CI, a log file): one line per epoch instead of a bar.
                 eprintln!(
-                    "{} epoch {}/{}: loss {:.3} train acc {:.1}% test acc {} lr {:.2e} {:.0} samples/s",
+                    "{} epoch {}/{}: loss {:.3} train {:.1}% test {} lr {:.2e} {:.0} samples/s",
                     self.label,
                     log.epoch,
                     cfg.epochs,
                     log.train_loss,
-                    log.train_acc,
-                    log.test_acc.map(|a| format!("{a:.1}%")).unwrap_or_else(|| "-".into()),
+                    log.train_metric,
+                    log.test_metric.map(|a| format!("{a:.1}%")).unwrap_or_else(|| "-".into()),
                     log.lr,
                     log.samples_per_sec
                 );
             }
             history.push(log);
-            self.write_checkpoint(&model, &optim, epoch + 1, step, &history, &trainable_set)?;
+            self.write_checkpoint(&model, &opt.optimizer, epoch + 1, step, &history, opt.trainable())?;
             if self.stop_after.is_some_and(|n| epoch + 1 - first_epoch >= n) {
                 break;
             }
         }
         bar.finish_and_clear();
 
-        let accs: Vec<f64> = history.iter().filter_map(|e| e.test_acc).collect();
+        let accs: Vec<f64> = history.iter().filter_map(|e| e.test_metric).collect();
         let report = TrainReport {
-            best_test_acc: accs.iter().cloned().fold(f64::NAN, f64::max),
-            final_test_acc: accs.last().cloned().unwrap_or(f64::NAN),
+            metric: task.metric_name(),
+            best_test: accs.iter().cloned().fold(f64::NAN, f64::max),
+            final_test: accs.last().cloned().unwrap_or(f64::NAN),
             samples_per_sec: history.iter().map(|e| e.samples_per_sec).sum::<f64>() / history.len().max(1) as f64,
             epochs: history,
             trainable_params: trainable,
             frozen_params: frozen,
-            optimizer_state_tensors: optim.to_record().len(),
+            optimizer_state_tensors: opt.optimizer.to_record().len(),
             peak_rss_bytes: accounting::peak_rss_bytes(),
             wall_secs: start.elapsed().as_secs_f64(),
             resumed_from_epoch: first_epoch,
@@ -361,6 +444,27 @@ impl Trainer {
             write_atomic(&dir.join("report.json"), &json)?;
         }
         Ok((model, report))
+    }
+
+    /// Evaluates an evaluation snapshot of `model` on every dataset of `eval`: one dataset gives
+    /// its metrics as they are; several give `<name>/<metric>` and the mean primary metric.
+    fn evaluate_all<M: Module, T: Task<M>>(
+        &self,
+        model: &M,
+        task: &T,
+        eval: &[&dyn Samples<T::Item>],
+    ) -> Result<Evaluation> {
+        let snapshot = model.valid();
+        if let [one] = eval {
+            return task.evaluate(&snapshot, *one, self.config.eval_batch_size);
+        }
+        let mut out = Evaluation::default();
+        for data in eval {
+            let e = task.evaluate(&snapshot, *data, self.config.eval_batch_size)?;
+            out.primary += e.primary / eval.len() as f64;
+            out.metrics.extend(e.metrics.into_iter().map(|(k, v)| (format!("{}/{k}", data.name()), v)));
+        }
+        Ok(out)
     }
 
     fn read_progress(&self) -> Result<Option<Progress>> {

@@ -4,7 +4,10 @@
 //!   times `A`) and the local VQA score (`target_score[argmax]`);
 //! - contrastive retrieval: symmetric InfoNCE (CLIP, CLIP4Clip) and the VSE++ hinge triplet loss
 //!   with all or the hardest negatives (VSE∞);
-//! - retrieval recall@K in both directions for images with several captions (Flickr30K, COCO).
+//! - retrieval recall@K in both directions for images with several captions (Flickr30K, COCO);
+//! - sequence-to-sequence token cross-entropy with ignored positions (VL-BART/VL-T5, Hugging
+//!   Face's `labels` with −100), and exact-match accuracy of generated answers;
+//! - image classification's cross-entropy and top-1 live in [`super::task::Classification`].
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -71,6 +74,34 @@ pub fn triplet_loss(scores: Tensor<2>, margin: f64, hardest: bool) -> Tensor<1> 
     let cost_s = (scores.clone() - diag.clone()).add_scalar(margin).clamp_min(0.0) * off_diagonal.clone();
     let cost_im = (scores - diag.transpose()).add_scalar(margin).clamp_min(0.0) * off_diagonal;
     if hardest { cost_s.max_dim(1).sum() + cost_im.max_dim(0).sum() } else { cost_s.sum() + cost_im.sum() }
+}
+
+/// Hugging Face's ignore index of `labels`: positions with this target add nothing to the loss.
+pub const IGNORE_INDEX: i64 = -100;
+
+/// Token-level cross-entropy of a decoder, averaged over the target tokens that are not
+/// [`IGNORE_INDEX`] (padding), as `CrossEntropyLoss(ignore_index=-100)` on
+/// `logits.view(-1, V)` in Hugging Face's BART and T5.
+///
+/// # Shapes
+/// logits: `[B, T, V]`, targets: `[B, T]` (token ids or −100) -> `[1]`.
+pub fn seq2seq_cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
+    let [b, t, v] = logits.dims();
+    let keep = targets.clone().not_equal_elem(IGNORE_INDEX).float().reshape([b * t, 1]);
+    let safe = targets.clamp_min(0).reshape([b * t, 1]);
+    let log_p = log_softmax(logits.reshape([b * t, v]), 1).gather(1, safe);
+    let count = keep.clone().sum().clamp_min(1.0);
+    (log_p * keep).sum().neg() / count
+}
+
+/// Exact-match accuracy (%) of generated token sequences against references (each compared
+/// up to its end-of-sequence; a VQA answer generated as text, VL-T5-style).
+pub fn exact_match(generated: &[Vec<usize>], references: &[Vec<usize>]) -> f64 {
+    assert_eq!(generated.len(), references.len(), "one reference per generated sequence");
+    if generated.is_empty() {
+        return 0.0;
+    }
+    100.0 * generated.iter().zip(references).filter(|(g, r)| g == r).count() as f64 / generated.len() as f64
 }
 
 /// Recall@K of a retrieval evaluation, in %.
@@ -189,6 +220,19 @@ mod tests {
         assert!((all - 1.4).abs() < 1e-5, "{all}");
         let hardest = scalar(triplet_loss(t2(s, 3, 3), 0.2, true));
         assert!((hardest - (0.1 + 0.3 + 0.4 + 0.5)).abs() < 1e-5, "{hardest}");
+    }
+
+    #[test]
+    fn seq2seq_cross_entropy_skips_ignored_positions() {
+        // B = 1, T = 3, V = 2; the last position is padding.
+        let logits =
+            Tensor::<3>::from_data(TensorData::new(vec![2.0f32, 0.0, 0.0, 1.0, 5.0, -5.0], [1, 3, 2]), &device());
+        let targets = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 1, IGNORE_INDEX], [1, 3]), &device());
+        let nll = |x: f64, other: f64| -(x - (x.exp() + other.exp()).ln());
+        let expected = (nll(2.0, 0.0) + nll(1.0, 0.0)) / 2.0;
+        let ours = scalar(seq2seq_cross_entropy(logits, targets));
+        assert!((ours - expected).abs() < 1e-5, "{ours} vs {expected}");
+        assert_eq!(exact_match(&[vec![1, 2], vec![3]], &[vec![1, 2], vec![4]]), 50.0);
     }
 
     #[test]

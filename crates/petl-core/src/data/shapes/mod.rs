@@ -41,7 +41,7 @@ pub use shape::{BBox, Colour, SceneObject, ShapeKind};
 pub use tasks::ShapesTask;
 
 use super::preprocess::Normalization;
-use super::{ImageDataset, ImageSample};
+use super::{ImageDataset, ImageSample, Samples};
 use crate::{Error, Result};
 
 /// `len` generated samples of a [`ShapesTask`] at `size × size` pixels.
@@ -88,20 +88,22 @@ impl ShapesDataset {
 }
 
 impl ImageDataset for ShapesDataset {
-    fn name(&self) -> &str {
-        self.task.name()
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
     fn num_classes(&self) -> usize {
         self.task.num_classes()
     }
 
     fn image_size(&self) -> usize {
         self.size
+    }
+}
+
+impl Samples<ImageSample> for ShapesDataset {
+    fn name(&self) -> &str {
+        self.task.name()
+    }
+
+    fn len(&self) -> usize {
+        self.len
     }
 
     /// Renders and normalises sample `index`. `augment` is ignored: the generator already
