@@ -8,25 +8,26 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use arc::ArcConfig;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use clap::Args;
-use petl_core::accounting::{GradientCounts, measure_gradients};
+use petl_core::accounting::GradientCounts;
+use petl_core::method::AnyModel;
 use petl_core::model::BackboneConfig;
-use petl_core::train::{Classification, Classify, Optimization, TrainConfig, WarmupCosine, backward};
+use petl_core::train::{TrainConfig, WarmupCosine};
 use serde::{Deserialize, Serialize};
 
-use crate::methods::{AnyClassifier, Method, MethodSpec, each};
+use crate::methods::{self, MethodSpec};
 use crate::save_json;
 use peakmem_alloc::PeakMemAllocTrait;
 
 /// Options of `bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Methods (rows), comma-separated: arc, arc-att, lora, adapter, deep-prompt, linear, full.
+    /// Methods (rows), comma-separated names (`cargo xtask methods`): arc, arc-att, lora,
+    /// adapter, deep-prompt, linear, full.
     #[arg(long, value_delimiter = ',', default_value = "arc,lora,adapter,linear,full")]
-    pub method: Vec<Method>,
+    pub method: Vec<String>,
     /// Backbone preset (`vit-ti16` is the ViT-Tiny-like model of BACKENDS.md).
     #[arg(long, default_value = "vit-ti16")]
     pub backbone: String,
@@ -45,9 +46,13 @@ pub struct BenchArgs {
     /// Classes of the head.
     #[arg(long, default_value_t = 100)]
     pub classes: usize,
-    /// ARC bottleneck D'.
-    #[arg(long, default_value_t = 50)]
-    pub bottleneck: usize,
+    /// Bottleneck D' of the methods that have one (ARC, the bottleneck adapter); default:
+    /// each method's (ARC: 50). Shorthand for `--set bottleneck=N`.
+    #[arg(long)]
+    pub bottleneck: Option<usize>,
+    /// Settings of the methods' configurations, `KEY=VALUE` (repeatable).
+    #[arg(long = "set")]
+    pub set: Vec<String>,
     /// Also run the same model in PyTorch (`tools/bench/bench_torch.py` with `python3`).
     #[arg(long)]
     pub against: Option<String>,
@@ -100,6 +105,9 @@ pub struct Row {
     pub ratio_vs_pytorch: Option<f64>,
 }
 
+/// The methods `tools/bench/bench_torch.py` implements (its `--method` choices).
+const TORCH_TWINS: [&str; 6] = ["arc", "arc-att", "lora", "adapter", "linear", "full"];
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -112,32 +120,34 @@ struct Timing {
     optimizer_state_bytes: usize,
 }
 
-/// Times `warmup + steps` training steps of `model` on a fixed random batch: the loop's own step
-/// (`petl_core::train::backward` of the classification task, then `Optimization::update`:
-/// global-norm clipping and AdamW), without data loading.
-fn time_training<M: Classify>(model: M, args: &BenchArgs, size: usize, device: &Device) -> Result<(M, Timing)> {
+/// Times `warmup + steps` training steps of `model` on a fixed random batch: the training loop's
+/// own step ([`AnyModel::train_step`]: the classification task's forward and backward, global-norm
+/// clipping, AdamW), without data loading.
+fn time_training(
+    model: Box<dyn AnyModel>,
+    args: &BenchArgs,
+    size: usize,
+    device: &Device,
+) -> Result<(Box<dyn AnyModel>, Timing)> {
     let x = Tensor::<4>::random([args.batch, 3, size, size], Distribution::Normal(0.0, 1.0), device);
     let labels: Vec<i64> = (0..args.batch).map(|i| (i % args.classes) as i64).collect();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [args.batch]), device);
-    let (trainable, _) = petl_core::accounting::measure_trainable(&model);
-    let task = Classification::default();
     let total = args.warmup + args.steps;
     let recipe = TrainConfig::new().with_lr(1e-3).with_warmup_epochs(0);
-    let mut opt = Optimization::new(&recipe, &model, WarmupCosine::new(0, total), 0);
+    let mut opt = model.optimization(&recipe, WarmupCosine::new(0, total));
+    let (trainable, _) = model.measure_trainable();
     let mut model = model;
     let mut steps = vec![];
     let mut gradients = GradientCounts::default();
     for i in 0..total {
         let t0 = Instant::now();
-        let (grads, loss, score) = backward(&task, &model, (x.clone(), y.clone()), None);
-        if i == 0 {
-            gradients = measure_gradients(&model, &grads);
-        }
-        model = opt.update(model, grads).0;
-        loss.into_scalar::<f32>();
-        score.map(|s| s.into_scalar::<f32>());
+        let (m, counts) = model.train_step((x.clone(), y.clone()), &mut opt);
+        model = m;
         if i >= args.warmup {
             steps.push(t0.elapsed().as_secs_f64());
+        }
+        if i == 0 {
+            gradients = counts;
         }
     }
     let optimizer_state_bytes = opt.optimizer.to_record().into_bytes().map(|b| b.len()).unwrap_or(0);
@@ -164,18 +174,16 @@ fn bench_row(spec: &MethodSpec, backbone: &BackboneConfig, backend: &str, args: 
     petl_core::accounting::reset_peak_rss();
     crate::GLOBAL.reset_peak_memory();
     device.seed(42);
-    let model = spec.build(backbone, args.classes, &device.clone().autodiff());
+    let model = spec.build(backbone, args.classes, &device.clone().autodiff())?;
     let train_device = device.clone().autodiff();
-    let (model, timing) =
-        each!(model, m => time_training(m, args, size, &train_device).map(|(m, t)| (AnyClassifier::from(m), t)))?;
+    let (model, timing) = time_training(model, args, size, &train_device)?;
     let eval = model.valid();
     let infer = time_inference(&|x| eval.logits(x), args, size, &device);
-    let merged = match spec.method {
-        Method::Arc | Method::ArcAtt | Method::Lora => {
-            let merged = model.merged()?;
-            Some(time_inference(&|x| merged.logits(x), args, size, &device))
-        }
-        _ => None,
+    let merged = if spec.entry.merges() {
+        let merged = model.merged()?;
+        Some(time_inference(&|x| merged.forward(x), args, size, &device))
+    } else {
+        None
     };
     let peak = petl_core::accounting::peak_rss_bytes();
     // Only the Rust CPU backends allocate tensors through the global allocator; libtorch and the
@@ -185,7 +193,7 @@ fn bench_row(spec: &MethodSpec, backbone: &BackboneConfig, backend: &str, args: 
     let step = median(&mut steps);
     Ok(Row {
         backend: backend.to_string(),
-        method: spec.method.label().to_string(),
+        method: spec.label().to_string(),
         step_median_s: step,
         step_min_s: steps[0],
         step_max_s: steps[steps.len() - 1],
@@ -203,19 +211,15 @@ fn bench_row(spec: &MethodSpec, backbone: &BackboneConfig, backend: &str, args: 
     })
 }
 
-/// Runs `tools/bench/bench_torch.py` for one method; `None` when the method has no twin.
-fn pytorch_row(method: Method, backbone: &BackboneConfig, args: &BenchArgs) -> Result<Option<Row>> {
-    let name = match method {
-        Method::Arc => "arc",
-        Method::ArcAtt => "arc-att",
-        Method::Lora => "lora",
-        Method::Adapter => "adapter",
-        Method::Linear => "linear",
-        Method::Full => "full",
-        Method::DeepPrompt => return Ok(None),
-    };
+/// Runs `tools/bench/bench_torch.py` for one method; `None` when the script has no twin of it.
+fn pytorch_row(spec: &MethodSpec, backbone: &BackboneConfig, args: &BenchArgs) -> Result<Option<Row>> {
+    let name = spec.name();
+    if !TORCH_TWINS.contains(&name) {
+        return Ok(None);
+    }
     let BackboneConfig::Vit(v) = backbone else { bail!("--against pytorch supports ViT backbones") };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/bench/bench_torch.py");
+    let bottleneck = spec.config.get("bottleneck").and_then(|b| b.as_u64()).unwrap_or(50) as usize;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let n = |x: usize| x.to_string();
     let out = std::process::Command::new("python3")
@@ -223,7 +227,7 @@ fn pytorch_row(method: Method, backbone: &BackboneConfig, args: &BenchArgs) -> R
         .args(["--method", name, "--image", &n(v.image_size), "--patch", &n(v.patch_size), "--dim", &n(v.hidden_size)])
         .args(["--layers", &n(v.num_layers), "--heads", &n(v.num_heads), "--mlp", &n(v.mlp_dim)])
         .args(["--classes", &n(args.classes), "--batch", &n(args.batch), "--steps", &n(args.steps)])
-        .args(["--warmup", &n(args.warmup), "--threads", &n(threads), "--bottleneck", &n(args.bottleneck)])
+        .args(["--warmup", &n(args.warmup), "--threads", &n(threads), "--bottleneck", &n(bottleneck)])
         .output()
         .context("running python3 (needed for --against pytorch)")?;
     if !out.status.success() {
@@ -237,7 +241,7 @@ fn pytorch_row(method: Method, backbone: &BackboneConfig, args: &BenchArgs) -> R
     let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     Ok(Some(Row {
         backend: format!("pytorch {} ({} threads)", v["torch"].as_str().unwrap_or("?"), threads),
-        method: method.label().to_string(),
+        method: spec.label().to_string(),
         step_median_s: f("step_median_s"),
         step_min_s: f("step_min_s"),
         step_max_s: f("step_max_s"),
@@ -268,7 +272,8 @@ fn markdown(rows: &[Row], args: &BenchArgs) -> String {
     );
     s += "| backend | method | train step (s) | samples/s | infer (s) | infer merged (s) | peak heap (MiB) | trainable | grads (KiB) | optim state (KiB) | step ÷ full | heap ÷ full | ÷ PyTorch |\n";
     s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
-    let full = |backend: &str| rows.iter().find(|r| r.backend == backend && r.method == Method::Full.label());
+    let full_label = methods::find("full").map(|m| m.label()).unwrap_or("Full FT");
+    let full = |backend: &str| rows.iter().find(|r| r.backend == backend && r.method == full_label);
     for r in rows {
         let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "–".into());
         let full = full(&r.backend).filter(|f| f.method != r.method);
@@ -343,13 +348,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for b in &args.backend {
         petl_core::device::device_from_name(b)?;
     }
-    let arc = ArcConfig::new().with_bottleneck(args.bottleneck);
+    let mut specs = args.method.iter().map(|m| MethodSpec::new(m, &backbone, false)).collect::<Result<Vec<_>>>()?;
+    let sets = crate::settings(&args.set, &[("bottleneck", args.bottleneck.map(|b| b.to_string()))])?;
+    methods::apply_sets(&mut specs, &sets)?;
     let mut rows = vec![];
-    for &method in &args.method {
-        let spec = MethodSpec::new(method, arc.clone());
-        let torch = if args.against.is_some() { pytorch_row(method, &backbone, &args)? } else { None };
+    for spec in &specs {
+        let torch = if args.against.is_some() { pytorch_row(spec, &backbone, &args)? } else { None };
         for backend in &args.backend {
-            let mut row = bench_row(&spec, &backbone, backend, &args)?;
+            let mut row = bench_row(spec, &backbone, backend, &args)?;
             row.ratio_vs_pytorch = torch.as_ref().map(|t| row.step_median_s / t.step_median_s);
             if !args.json {
                 eprintln!(

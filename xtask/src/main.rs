@@ -5,6 +5,7 @@
 //! - `predict <method> --checkpoint FILE ...`: logits of a trained model as `.npy`.
 //! - `bench`: step and inference time, memory, parameters per method and backend.
 //! - `encode --model DIR`: every layer's hidden states of a Hugging Face encoder folder.
+//! - `methods`: the registered methods and their default configurations.
 
 mod bench;
 mod encode;
@@ -15,7 +16,7 @@ mod table;
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use peakmem_alloc::PeakMemAlloc;
 use petl_core::model::BackboneConfig;
@@ -40,27 +41,51 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Every layer's hidden states of a Hugging Face encoder (BERT, RoBERTa, CLIP image tower).
     Encode(encode::EncodeArgs),
+    /// The methods: name, table label, whether they merge, their default configuration.
+    Methods(MethodsArgs),
+}
+
+#[derive(clap::Args)]
+struct MethodsArgs {
+    /// Backbone preset whose default configurations are shown.
+    #[arg(long, default_value = "vit-b16")]
+    backbone: String,
 }
 
 #[derive(clap::Args)]
 struct ParamsArgs {
-    /// Method: arc, arc-att, lora, adapter, linear, full.
-    method: methods::Method,
+    /// Method (`cargo xtask methods` lists them): arc, arc-att, lora, adapter, deep-prompt,
+    /// linear, full.
+    method: String,
     /// Backbone preset.
     #[arg(long, default_value = "vit-b16")]
     backbone: String,
-    /// ARC variant (`arc` or `arc-att`); overrides the method name's.
+    /// ARC variant (`arc` or `arc-att`): shorthand for `--set variant=...`.
     #[arg(long)]
     variant: Option<String>,
     /// Classes of the head.
     #[arg(long, default_value_t = 100)]
     classes: usize,
-    /// ARC bottleneck D'.
-    #[arg(long, default_value_t = 50)]
-    bottleneck: usize,
+    /// Bottleneck D' (ARC, the bottleneck adapter): shorthand for `--set bottleneck=N`.
+    #[arg(long)]
+    bottleneck: Option<usize>,
+    /// Settings of the method's configuration, `KEY=VALUE` (repeatable), e.g. `--set rank=8`.
+    #[arg(long = "set")]
+    set: Vec<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// `--set` settings plus the shorthand flags, in that order.
+pub fn settings(set: &[String], shorthands: &[(&str, Option<String>)]) -> Result<Vec<(String, serde_json::Value)>> {
+    let mut all = methods::parse_sets(set)?;
+    for (key, value) in shorthands {
+        if let Some(v) = value {
+            all.extend(methods::parse_sets(&[format!("{key}={v}")])?);
+        }
+    }
+    Ok(all)
 }
 
 /// Writes pretty JSON atomically.
@@ -86,28 +111,41 @@ pub fn load_backbone_weights(path: &Path, backbone: &BackboneConfig) -> Result<T
 
 fn params(args: ParamsArgs) -> Result<()> {
     let backbone = BackboneConfig::preset(&args.backbone)?;
-    let mut method = args.method;
-    if let Some(v) = &args.variant {
-        method = match arc::ArcVariant::parse(v).with_context(|| format!("unknown variant `{v}` (arc or arc-att)"))? {
-            arc::ArcVariant::Arc => methods::Method::Arc,
-            arc::ArcVariant::ArcAtt => methods::Method::ArcAtt,
-        };
-    }
-    let mut cfg = arc::ArcConfig::new().with_bottleneck(args.bottleneck);
-    if matches!(backbone, BackboneConfig::Swin(_)) {
-        cfg = cfg.with_mlp_site(arc::MlpAdapterSite::Residual);
-    }
-    let counts = methods::MethodSpec::new(method, cfg).counts(&backbone, args.classes);
+    let mut spec = [methods::MethodSpec::new(&args.method, &backbone, false)?];
+    let sets = settings(
+        &args.set,
+        &[("variant", args.variant.clone()), ("bottleneck", args.bottleneck.map(|b| b.to_string()))],
+    )?;
+    methods::apply_sets(&mut spec, &sets)?;
+    let counts = spec[0].counts(&backbone, args.classes)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&counts)?);
     } else {
-        println!("method            {}", method.label());
+        println!("method            {}", spec[0].label());
         println!("backbone          {}", args.backbone);
         println!("adapter params    {}", counts.adapter_params);
         println!("head params       {} ({} classes)", counts.head_params, args.classes);
         println!("trainable params  {}", counts.trainable_params);
         println!("frozen params     {}", counts.frozen_params);
         println!("adapter bytes     {} (f32)", counts.adapter_bytes());
+    }
+    Ok(())
+}
+
+fn list_methods(args: MethodsArgs) -> Result<()> {
+    let backbone = BackboneConfig::preset(&args.backbone)?;
+    for name in methods::names() {
+        let m = methods::find(name)?;
+        println!(
+            "{:<12} {:<12} merges: {:<3} {}\n{:>12} default on {}: {}",
+            m.name(),
+            m.label(),
+            if m.merges() { "yes" } else { "no" },
+            m.about(),
+            "",
+            args.backbone,
+            m.default_config(&backbone)
+        );
     }
     Ok(())
 }
@@ -137,6 +175,7 @@ fn main() {
         Command::Predict(a) => predict::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Encode(a) => encode::run(a),
+        Command::Methods(a) => list_methods(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,289 +1,121 @@
-//! The methods `reproduce`, `params` and `predict` dispatch over, and one wrapper enum over
-//! their models (the `ModelWrapper` pattern): each arm is a [`Classifier`] with its tuner.
+//! The methods of the command line: one list of registry entries, one per method crate, and a
+//! method-with-configuration type the commands pass around. Nothing else in xtask names a
+//! method.
 
-use anyhow::{Context, Result};
-use arc::{ArcClassifier, ArcConfig, ArcMethod, ArcVariant};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use clap::ValueEnum;
 use petl_core::accounting::ParamCounts;
 use petl_core::checkpoint::AdapterConfig;
-use petl_core::data::ImageDataset;
-use petl_core::method::{
-    AdapterMethod, DeepPromptMethod, FullFineTune, LinearProbe, LoraMethod, NoConfig, NotMergeable, PetlMethod,
-};
-use petl_core::model::{BackboneConfig, Classifier, PlainClassifier};
-use petl_core::train::{Classify, TrainReport, Trainer};
-use petl_core::tuners::{BottleneckAdapter, BottleneckAdapterConfig, DeepPrompt, DeepPromptConfig, Lora, LoraConfig};
-use petl_core::weights::{TensorMap, collect};
-use serde::{Deserialize, Serialize};
+use petl_core::method::{AnyModel, MethodEntry};
+use petl_core::model::BackboneConfig;
 
-/// A method (a row of the papers' tables).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// ARC: attention and MLP adapters.
-    Arc,
-    /// ARC_att: attention adapters only.
-    ArcAtt,
-    /// LoRA on q and v.
-    Lora,
-    /// Bottleneck adapter after attention and FFN.
-    Adapter,
-    /// Deep prompt tuning: learnable key/value tokens in every block.
-    DeepPrompt,
-    /// Linear probing: head only.
-    Linear,
-    /// Full fine-tuning.
-    Full,
+/// Every method the command line knows, in table order. A new method crate adds its entries
+/// here (one line), and nothing else in xtask changes.
+fn registry() -> &'static [Box<dyn MethodEntry>] {
+    static METHODS: OnceLock<Vec<Box<dyn MethodEntry>>> = OnceLock::new();
+    METHODS.get_or_init(|| [arc::methods(), petl_core::method::builtin()].into_iter().flatten().collect())
 }
 
-impl Method {
-    /// The row label of the tables.
-    pub fn label(self) -> &'static str {
-        match self {
-            Method::Arc => "ARC",
-            Method::ArcAtt => "ARC_att",
-            Method::Lora => "LoRA",
-            Method::Adapter => "Adapter",
-            Method::DeepPrompt => "Deep prompt",
-            Method::Linear => "Linear",
-            Method::Full => "Full FT",
-        }
-    }
-
-    /// The method of a command-line name (`arc`, `arc-att`, ...).
-    pub fn from_name(name: &str) -> Option<Self> {
-        <Self as ValueEnum>::from_str(name, false).ok()
-    }
-
-    /// The command-line name.
-    pub fn name(self) -> String {
-        self.to_possible_value().expect("no skipped variants").get_name().to_string()
-    }
+/// The method named `name` (`arc`, `arc-att`, `lora`, ...).
+///
+/// # Errors
+/// An unknown name (the message lists the known ones).
+pub fn find(name: &str) -> Result<&'static dyn MethodEntry> {
+    Ok(petl_core::method::find(registry(), name)?)
 }
 
-/// A method with its hyper-parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Names of every method, in table order.
+pub fn names() -> Vec<&'static str> {
+    registry().iter().map(|m| m.name()).collect()
+}
+
+/// A method with its configuration (JSON, as adapter checkpoints store it).
+#[derive(Clone)]
 pub struct MethodSpec {
-    /// Which method.
-    pub method: Method,
-    /// ARC hyper-parameters (used by `arc` and `arc-att`).
-    pub arc: ArcConfig,
-    /// LoRA hyper-parameters.
-    pub lora: LoraConfig,
-    /// Bottleneck-adapter hyper-parameters.
-    pub adapter: BottleneckAdapterConfig,
-    /// Deep-prompt hyper-parameters.
-    pub prompt: DeepPromptConfig,
+    /// The method.
+    pub entry: &'static dyn MethodEntry,
+    /// Its configuration.
+    pub config: serde_json::Value,
+}
+
+impl std::fmt::Debug for MethodSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.entry.name(), self.config)
+    }
 }
 
 impl MethodSpec {
-    /// Defaults of each method; `arc.variant` follows `method`.
-    pub fn new(method: Method, arc: ArcConfig) -> Self {
-        let variant = if method == Method::ArcAtt { ArcVariant::ArcAtt } else { ArcVariant::Arc };
-        Self {
-            method,
-            arc: arc.with_variant(variant),
-            lora: LoraConfig::new(),
-            adapter: BottleneckAdapterConfig::new(),
-            prompt: DeepPromptConfig::new(),
-        }
+    /// Method `name` with its default configuration on `backbone` (`embedded`: the embedded
+    /// runs' configuration).
+    pub fn new(name: &str, backbone: &BackboneConfig, embedded: bool) -> Result<Self> {
+        let entry = find(name)?;
+        let config = if embedded { entry.embedded_config(backbone) } else { entry.default_config(backbone) };
+        Ok(Self { entry, config })
     }
 
-    /// This method's own hyper-parameters (what an adapter checkpoint stores): ARC's config for
-    /// ARC, LoRA's for LoRA, ...; `{}` for linear probing and full fine-tuning.
-    pub fn method_config(&self) -> serde_json::Value {
-        match self.method {
-            Method::Arc | Method::ArcAtt => serde_json::to_value(&self.arc),
-            Method::Lora => serde_json::to_value(&self.lora),
-            Method::Adapter => serde_json::to_value(&self.adapter),
-            Method::DeepPrompt => serde_json::to_value(&self.prompt),
-            Method::Linear | Method::Full => Ok(serde_json::json!({})),
-        }
-        .expect("method configs serialise")
+    /// Method `name` with a stored configuration (checked when the model is built).
+    pub fn stored(name: &str, config: serde_json::Value) -> Result<Self> {
+        Ok(Self { entry: find(name)?, config })
     }
 
-    /// The inverse of [`MethodSpec::method_config`]: `method` with the stored config.
-    pub fn from_stored(method: Method, config: &serde_json::Value) -> Result<Self> {
-        let mut spec = Self::new(method, ArcConfig::new());
-        let what = || format!("the stored {} config", method.label());
-        match method {
-            Method::Arc | Method::ArcAtt => {
-                spec.arc = serde_json::from_value(config.clone()).with_context(what)?;
-            }
-            Method::Lora => spec.lora = serde_json::from_value(config.clone()).with_context(what)?,
-            Method::Adapter => spec.adapter = serde_json::from_value(config.clone()).with_context(what)?,
-            Method::DeepPrompt => spec.prompt = serde_json::from_value(config.clone()).with_context(what)?,
-            Method::Linear | Method::Full => {}
-        }
-        Ok(spec)
+    /// Command-line name.
+    pub fn name(&self) -> &'static str {
+        self.entry.name()
+    }
+
+    /// Row label.
+    pub fn label(&self) -> &'static str {
+        self.entry.label()
     }
 
     /// The adapter-checkpoint config of this method trained on `backbone` with `classes`.
     pub fn adapter_config(&self, backbone: &BackboneConfig, classes: usize) -> AdapterConfig {
-        AdapterConfig::new(self.method.name(), self.method_config(), backbone.clone(), classes)
+        AdapterConfig::new(self.name(), self.config.clone(), backbone.clone(), classes)
     }
 
-    /// Parameter counts from the configs alone (nothing allocated).
-    pub fn counts(&self, backbone: &BackboneConfig, classes: usize) -> ParamCounts {
-        fn counts<M: PetlMethod>(cfg: &M::Config, backbone: &BackboneConfig, classes: usize) -> ParamCounts {
-            let layout = backbone.layout();
-            let head = (layout.feature_dim + 1) * classes;
-            let adapter = M::num_params(cfg, &layout);
-            let (trainable, frozen) = if M::trains_backbone(cfg) {
-                (backbone.num_params() + adapter + head, 0)
-            } else {
-                (adapter + head, backbone.num_params())
-            };
-            ParamCounts {
-                adapter_params: adapter,
-                head_params: head,
-                trainable_params: trainable,
-                frozen_params: frozen,
-            }
-        }
-        match self.method {
-            Method::Arc | Method::ArcAtt => counts::<ArcMethod>(&self.arc, backbone, classes),
-            Method::Lora => counts::<LoraMethod>(&self.lora, backbone, classes),
-            Method::Adapter => counts::<AdapterMethod>(&self.adapter, backbone, classes),
-            Method::DeepPrompt => counts::<DeepPromptMethod>(&self.prompt, backbone, classes),
-            Method::Linear => counts::<LinearProbe>(&NoConfig {}, backbone, classes),
-            Method::Full => counts::<FullFineTune>(&NoConfig {}, backbone, classes),
-        }
+    /// Parameter counts from the configuration alone (nothing allocated).
+    pub fn counts(&self, backbone: &BackboneConfig, classes: usize) -> Result<ParamCounts> {
+        Ok(self.entry.counts(&self.config, backbone, classes)?)
     }
 
     /// Allocates backbone + method + head on `device` with this method's trainable set.
-    pub fn build(&self, backbone: &BackboneConfig, classes: usize, device: &Device) -> AnyClassifier {
-        match self.method {
-            Method::Arc | Method::ArcAtt => ArcMethod::build(&self.arc, backbone, classes, device).into(),
-            Method::Lora => LoraMethod::build(&self.lora, backbone, classes, device).into(),
-            Method::Adapter => AdapterMethod::build(&self.adapter, backbone, classes, device).into(),
-            Method::DeepPrompt => DeepPromptMethod::build(&self.prompt, backbone, classes, device).into(),
-            Method::Linear => LinearProbe::build(&NoConfig {}, backbone, classes, device).into(),
-            Method::Full => FullFineTune::build(&NoConfig {}, backbone, classes, device).into(),
+    pub fn build(&self, backbone: &BackboneConfig, classes: usize, device: &Device) -> Result<Box<dyn AnyModel>> {
+        Ok(self.entry.build(&self.config, backbone, classes, device)?)
+    }
+}
+
+/// `KEY=VALUE` settings of method configurations (`--set bottleneck=8`); VALUE is JSON when
+/// it parses as JSON, a string otherwise.
+pub fn parse_sets(sets: &[String]) -> Result<Vec<(String, serde_json::Value)>> {
+    sets.iter()
+        .map(|s| {
+            let (k, v) = s.split_once('=').with_context(|| format!("--set {s}: expected KEY=VALUE"))?;
+            let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+            Ok((k.trim().to_string(), value))
+        })
+        .collect()
+}
+
+/// Applies `sets` to every spec whose configuration has the key; a key that no spec has is an
+/// error (a typo must not be ignored silently).
+pub fn apply_sets(specs: &mut [MethodSpec], sets: &[(String, serde_json::Value)]) -> Result<()> {
+    for (key, value) in sets {
+        let mut used = false;
+        for spec in specs.iter_mut() {
+            if let Some(slot) = spec.config.as_object_mut().and_then(|o| o.get_mut(key)) {
+                *slot = value.clone();
+                used = true;
+            }
+        }
+        if !used {
+            let names: Vec<&str> = specs.iter().map(|s| s.name()).collect();
+            bail!("no selected method ({}) has a `{key}` setting", names.join(", "));
         }
     }
-}
-
-/// One of the methods' classifiers.
-#[derive(Debug)]
-pub enum AnyClassifier {
-    /// ARC / ARC_att.
-    Arc(ArcClassifier),
-    /// LoRA.
-    Lora(Classifier<Lora>),
-    /// Bottleneck adapter.
-    Adapter(Classifier<BottleneckAdapter>),
-    /// Deep prompts.
-    Prompt(Classifier<DeepPrompt>),
-    /// Linear probe or full fine-tuning.
-    Plain(PlainClassifier),
-}
-
-impl From<ArcClassifier> for AnyClassifier {
-    fn from(m: ArcClassifier) -> Self {
-        AnyClassifier::Arc(m)
+    for spec in specs.iter() {
+        spec.entry.trains_backbone(&spec.config).with_context(|| format!("after --set on `{}`", spec.name()))?;
     }
-}
-
-impl From<Classifier<Lora>> for AnyClassifier {
-    fn from(m: Classifier<Lora>) -> Self {
-        AnyClassifier::Lora(m)
-    }
-}
-
-impl From<Classifier<BottleneckAdapter>> for AnyClassifier {
-    fn from(m: Classifier<BottleneckAdapter>) -> Self {
-        AnyClassifier::Adapter(m)
-    }
-}
-
-impl From<Classifier<DeepPrompt>> for AnyClassifier {
-    fn from(m: Classifier<DeepPrompt>) -> Self {
-        AnyClassifier::Prompt(m)
-    }
-}
-
-impl From<PlainClassifier> for AnyClassifier {
-    fn from(m: PlainClassifier) -> Self {
-        AnyClassifier::Plain(m)
-    }
-}
-
-macro_rules! each {
-    ($self:expr, $m:ident => $body:expr) => {
-        match $self {
-            AnyClassifier::Arc($m) => $body,
-            AnyClassifier::Lora($m) => $body,
-            AnyClassifier::Adapter($m) => $body,
-            AnyClassifier::Prompt($m) => $body,
-            AnyClassifier::Plain($m) => $body,
-        }
-    };
-}
-pub(crate) use each;
-
-impl AnyClassifier {
-    /// Loads backbone weights (paths relative to the backbone), strictly.
-    pub fn load_backbone(self, map: TensorMap) -> Result<Self> {
-        let source = map.source.clone();
-        Ok(each!(self, m => {
-            let (backbone, report) = m.backbone.load(map);
-            report.check(&source, |_| false)?;
-            AnyClassifier::from(Classifier { backbone, ..m })
-        }))
-    }
-
-    /// Loads tensors keyed by classifier paths (`tuner.*`, `head.*`, `backbone.*`) strictly,
-    /// except that backbone paths may be absent.
-    pub fn load_tensors(self, map: TensorMap) -> Result<Self> {
-        let source = map.source.clone();
-        Ok(each!(self, m => {
-            let (m, report) = petl_core::weights::apply(m, map);
-            report.check(&source, |p| p.starts_with("backbone."))?;
-            AnyClassifier::from(m)
-        }))
-    }
-
-    /// Trains with `trainer`.
-    pub fn fit(
-        self,
-        trainer: &Trainer,
-        train: &dyn ImageDataset,
-        test: &dyn ImageDataset,
-    ) -> Result<(Self, TrainReport)> {
-        each!(self, m => trainer.fit(m, train, test).map(|(m, r)| (AnyClassifier::from(m), r)).map_err(Into::into))
-    }
-
-    /// The evaluation-mode snapshot (no autodiff, no dropout).
-    pub fn valid(&self) -> Self {
-        each!(self, m => AnyClassifier::from(m.valid()))
-    }
-
-    /// Logits: images `[B, 3, H, W]` -> `[B, K]` (call on [`AnyClassifier::valid`] for
-    /// evaluation).
-    pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
-        each!(self, m => m.logits(images))
-    }
-
-    /// The tensors an adapter-only checkpoint stores: the method's and the head's (all of
-    /// them for full fine-tuning).
-    pub fn adapter_tensors(&self, full: bool) -> TensorMap {
-        each!(self, m => collect(m, |p, _| full || p.starts_with("tuner.") || p.starts_with("head.")))
-    }
-
-    /// Folds the method into the backbone where it merges exactly (ARC, LoRA on ViT); the
-    /// plain methods give their evaluation snapshot.
-    ///
-    /// # Errors
-    /// [`NotMergeable`] for a method configuration that has no exact merged form.
-    pub fn merged(self) -> Result<PlainClassifier, NotMergeable> {
-        match self {
-            AnyClassifier::Arc(m) => ArcMethod::merge(m),
-            AnyClassifier::Lora(m) => LoraMethod::merge(m),
-            AnyClassifier::Adapter(m) => AdapterMethod::merge(m),
-            AnyClassifier::Prompt(m) => DeepPromptMethod::merge(m),
-            AnyClassifier::Plain(m) => LinearProbe::merge(m),
-        }
-    }
+    Ok(())
 }

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use arc::{ArcConfig, ArcVariant};
+use arc::ArcVariant;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use clap::Args;
@@ -20,13 +20,14 @@ use petl_core::vit::VitConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::load_backbone_weights;
-use crate::methods::{Method, MethodSpec};
+use crate::methods::{self, MethodSpec};
 
 /// Options of `predict`.
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// Method of the checkpoint: arc, arc-att, lora, adapter, linear, full.
-    pub method: Method,
+    /// Method of the checkpoint (`cargo xtask methods`): arc, arc-att, lora, adapter,
+    /// deep-prompt, linear, full.
+    pub method: String,
     /// The trained checkpoint (petl adapter `.safetensors`, or an official ARC `.pth`).
     #[arg(long)]
     pub checkpoint: PathBuf,
@@ -163,9 +164,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let device = petl_core::device::device_from_name(&args.backend)?;
     let ext = args.checkpoint.extension().and_then(|e| e.to_str()).unwrap_or("");
     let (model, size) = if ext == "pth" || ext == "pt" {
-        if !matches!(args.method, Method::Arc | Method::ArcAtt) {
-            bail!("official .pth checkpoints exist for ARC only");
-        }
+        // The one official training code whose checkpoints petl reads is ARC's; the checkpoint
+        // itself says which variant it holds.
         let raw = petl_core::weights::read_pth(&args.checkpoint)?;
         let shapes = arc::official::inspect(&raw)?;
         let heads = match (&args.config, &args.backbone) {
@@ -179,33 +179,40 @@ pub fn run(args: PredictArgs) -> Result<()> {
             }
         };
         let (vit, arc) = shapes.configs(heads);
-        let spec = MethodSpec::new(if shapes.variant == ArcVariant::Arc { Method::Arc } else { Method::ArcAtt }, arc);
+        let variant = serde_json::to_value(shapes.variant)?;
+        let variant = variant.as_str().unwrap_or("arc");
+        if methods::find(&args.method)?.name() != variant {
+            bail!(
+                "{}: an official ARC checkpoint of variant `{variant}`, not `{}`",
+                args.checkpoint.display(),
+                args.method
+            );
+        }
+        let spec = MethodSpec::stored(variant, serde_json::to_value(&arc)?)?;
         let size = vit.image_size;
         let backbone = BackboneConfig::Vit(vit);
-        (spec.build(&backbone, shapes.num_classes, &device).load_tensors(arc::official::rename(raw)?)?, size)
+        (spec.build(&backbone, shapes.num_classes, &device)?.load_tensors(arc::official::rename(raw)?)?, size)
     } else {
         let (tensors, meta) = petl_core::checkpoint::load_adapter(&args.checkpoint)?;
         let path = args.checkpoint.display();
         let (spec, backbone, classes) = match AdapterConfig::from_stored(&args.checkpoint, &meta)? {
             Some(stored) => {
-                let method = Method::from_name(&stored.method)
-                    .with_context(|| format!("{path}: unknown method `{}`", stored.method))?;
-                if method != args.method {
-                    bail!(
-                        "{path}: checkpoint holds an adapter of method `{}`, not `{}`",
-                        method.name(),
-                        args.method.name()
-                    );
+                let spec = MethodSpec::stored(&stored.method, stored.method_config.clone())
+                    .with_context(|| format!("{path}: the stored method"))?;
+                if spec.name() != methods::find(&args.method)?.name() {
+                    bail!("{path}: checkpoint holds an adapter of method `{}`, not `{}`", spec.name(), args.method);
                 }
-                let spec = MethodSpec::from_stored(method, &stored.method_config).with_context(|| path.to_string())?;
                 (spec, stored.backbone, stored.num_classes)
             }
             None => {
                 // Written before the adapter-config schema: the flat ViT model JSON.
                 let stored: ModelJson = serde_json::from_value(meta.clone())
                     .with_context(|| format!("{path}: adapter config is not a model JSON"))?;
-                let spec = MethodSpec::new(args.method, ArcConfig::new().with_bottleneck(stored.adapter_dim));
-                (spec, BackboneConfig::Vit(stored.vit()), stored.num_classes)
+                let backbone = BackboneConfig::Vit(stored.vit());
+                let mut spec = [MethodSpec::new(&args.method, &backbone, false)?];
+                methods::apply_sets(&mut spec, &[("bottleneck".into(), stored.adapter_dim.into())])?;
+                let [spec] = spec;
+                (spec, backbone, stored.num_classes)
             }
         };
         if let Some(c) = &args.config {
@@ -221,8 +228,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 bail!("{path}: checkpoint was trained on another backbone than --backbone {b}");
             }
         }
-        let mut model = spec.build(&backbone, classes, &device);
-        if args.method != Method::Full {
+        let mut model = spec.build(&backbone, classes, &device)?;
+        if !spec.entry.trains_backbone(&spec.config)? {
             let weights =
                 args.weights.as_ref().context("adapter-only checkpoints need the frozen backbone: give --weights")?;
             model = model.load_backbone(load_backbone_weights(weights, &backbone)?)?;
@@ -244,6 +251,6 @@ pub fn run(args: PredictArgs) -> Result<()> {
         logits.extend(out.data);
     }
     write_npy(&args.output, &logits, [n, classes])?;
-    println!("wrote {} logits [{n}, {classes}] to {}", args.method.label(), args.output.display());
+    println!("wrote {} logits [{n}, {classes}] to {}", methods::find(&args.method)?.label(), args.output.display());
     Ok(())
 }

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use arc::{ArcConfig, MlpAdapterSite};
 use burn::prelude::*;
 use clap::{Args, ValueEnum};
 use petl_core::data::ImageDataset;
@@ -16,7 +15,7 @@ use petl_core::model::BackboneConfig;
 use petl_core::train::{Classify, TrainConfig, Trainer};
 use petl_core::vit::VitConfig;
 
-use crate::methods::{Method, MethodSpec};
+use crate::methods::{self, MethodSpec};
 use crate::table::{self, Cell};
 use crate::{load_backbone_weights, save_json};
 
@@ -38,9 +37,10 @@ pub struct ReproduceArgs {
     /// Embedded run size.
     #[arg(long, value_enum, default_value = "default")]
     pub scale: Scale,
-    /// Methods (rows). Default: arc, arc-att, lora, adapter, linear, full (embedded); arc (real data).
+    /// Methods (rows), by name (`cargo xtask methods`). Default: every method (embedded); arc
+    /// (VTAB) and arc-att (FGVC) on real data.
     #[arg(long, value_delimiter = ',')]
-    pub methods: Vec<Method>,
+    pub methods: Vec<String>,
     /// Tasks (columns) by name: shapes-world tasks, VTAB folders or FGVC names; default: the
     /// scale's set, or all 19 VTAB / 5 FGVC tasks of the roots given.
     #[arg(long, value_delimiter = ',')]
@@ -63,9 +63,14 @@ pub struct ReproduceArgs {
     /// Backbone preset for real data (vit-b16, vit-l16, vit-h14, swin-b).
     #[arg(long, default_value = "vit-b16")]
     pub backbone: String,
-    /// ARC bottleneck D' (default: 50 on real data, 8 on the embedded ViT).
+    /// Bottleneck D' of the methods that have one (ARC, the bottleneck adapter); default: each
+    /// method's (ARC: 50 on real data, 8 on the embedded ViT). Shorthand for `--set bottleneck=N`.
     #[arg(long)]
     pub bottleneck: Option<usize>,
+    /// Settings of the methods' configurations, `KEY=VALUE` (repeatable), applied to every
+    /// selected method that has the key.
+    #[arg(long = "set")]
+    pub set: Vec<String>,
     /// Backend: flex (default), ndarray, wgpu, tch, cuda (when compiled in).
     #[arg(long, default_value = "flex")]
     pub backend: String,
@@ -116,18 +121,10 @@ impl Embedded {
     }
 }
 
-/// The embedded recipe per method: the official ARC recipe shape (AdamW, warm-up cosine,
-/// clipping 1.0; ARC's official VTAB learning rate 0.01, also used for linear probing) and
-/// untuned choices for the baselines: 5e-3 for LoRA and the adapter, 1e-2 for deep prompts (VPT's
-/// prompts train at large learning rates), 1e-3 for full fine-tuning of the small
-/// from-scratch-pretrained ViT.
-fn embedded_recipe(method: Method, epochs: usize, seed: u64) -> TrainConfig {
-    let lr = match method {
-        Method::Full => 1e-3,
-        Method::Arc | Method::ArcAtt | Method::Linear => 1e-2,
-        Method::Lora | Method::Adapter => 5e-3,
-        Method::DeepPrompt => 1e-2,
-    };
+/// The embedded recipe: the official ARC recipe shape (AdamW, warm-up cosine, clipping 1.0) with
+/// each method's embedded learning rate (its registry entry: ARC's official VTAB 0.01, untuned
+/// choices for the baselines).
+fn embedded_recipe(lr: f64, epochs: usize, seed: u64) -> TrainConfig {
     TrainConfig::new()
         .with_epochs(epochs)
         .with_warmup_epochs(1)
@@ -169,9 +166,9 @@ fn pretrained_backbone(e: &Embedded, seed: u64, device: &Device, quiet: bool) ->
     );
     let train = ShapesDataset::new(ShapesTask::Pretrain, e.pretrain_n, v.image_size, seed.wrapping_add(1000));
     let test = ShapesDataset::new(ShapesTask::Pretrain, 500, v.image_size, seed.wrapping_add(2000));
-    let spec = MethodSpec::new(Method::Full, ArcConfig::new());
+    let spec = MethodSpec::new("full", &backbone, true)?;
     device.seed(seed);
-    let model = spec.build(&backbone, train.num_classes(), &device.clone().autodiff());
+    let model = spec.build(&backbone, train.num_classes(), &device.clone().autodiff())?;
     let cfg = TrainConfig::new()
         .with_epochs(e.pretrain_epochs)
         .with_warmup_epochs(1)
@@ -186,8 +183,7 @@ fn pretrained_backbone(e: &Embedded, seed: u64, device: &Device, quiet: bool) ->
     trainer.label = "pretrain".into();
     let (model, report) = model.fit(&trainer, &train, &test)?;
     println!("pretrain: test accuracy {:.1}% in {:.0}s", report.final_test, report.wall_secs);
-    let crate::methods::AnyClassifier::Plain(model) = model else { unreachable!("full fine-tuning is plain") };
-    petl_core::weights::write_safetensors(&path, &model.backbone.tensors(), None)?;
+    petl_core::weights::write_safetensors(&path, &model.backbone_tensors(), None)?;
     Ok((backbone, path))
 }
 
@@ -202,8 +198,13 @@ enum Merge {
 }
 
 /// Eval-mode logits of the trained model against its merged form on a few test images.
-fn merge_check(model: crate::methods::AnyClassifier, test: &dyn ImageDataset, device: &Device) -> Result<Merge> {
-    if matches!(model, crate::methods::AnyClassifier::Adapter(_) | crate::methods::AnyClassifier::Prompt(_)) {
+fn merge_check(
+    spec: &MethodSpec,
+    model: Box<dyn petl_core::method::AnyModel>,
+    test: &dyn ImageDataset,
+    device: &Device,
+) -> Result<Merge> {
+    if !spec.entry.merges() {
         return Ok(Merge::Never);
     }
     let samples: Vec<_> = (0..test.len().min(16)).map(|i| test.get(i, None)).collect::<petl_core::Result<_>>()?;
@@ -231,14 +232,14 @@ impl Runner<'_> {
     fn task(
         &self,
         methods: &[MethodSpec],
-        recipe: &dyn Fn(Method) -> TrainConfig,
+        recipe: &dyn Fn(&MethodSpec) -> TrainConfig,
         (train, test): (&dyn ImageDataset, &dyn ImageDataset),
         dir: &Path,
         (task, group): (&str, &str),
     ) -> Result<Vec<Cell>> {
         methods
             .iter()
-            .map(|spec| self.run(spec, recipe(spec.method), train, test, &dir.join(spec.method.name()), (task, group)))
+            .map(|spec| self.run(spec, recipe(spec), train, test, &dir.join(spec.name()), (task, group)))
             .collect()
     }
 
@@ -253,7 +254,7 @@ impl Runner<'_> {
         (task, group): (&str, &str),
     ) -> Result<Cell> {
         let (backbone, device, quiet) = (self.backbone, self.device, self.quiet);
-        let counts = spec.counts(backbone, train.num_classes());
+        let counts = spec.counts(backbone, train.num_classes())?;
         // A finished run (complete report and its adapter checkpoint) is reused as it is.
         let finished = std::fs::read(dir.join("report.json"))
             .ok()
@@ -265,39 +266,40 @@ impl Runner<'_> {
                 save_json(
                     &dir.join("config.json"),
                     &serde_json::json!({
-                        "method": spec, "backbone": backbone, "train": &cfg, "task": task, "classes": train.num_classes(),
+                        "method": spec.name(), "method_config": spec.config, "backbone": backbone, "train": &cfg,
+                        "task": task, "classes": train.num_classes(),
                     }),
                 )?;
                 device.seed(cfg.seed); // initialisation of the method's parameters
                 let model = spec
-                    .build(backbone, train.num_classes(), &device.clone().autodiff())
+                    .build(backbone, train.num_classes(), &device.clone().autodiff())?
                     .load_backbone((self.weights)()?)?;
                 let mut trainer = Trainer::new(cfg);
                 trainer.run_dir = Some(dir.to_path_buf());
                 trainer.progress = !quiet;
-                trainer.label = format!("{task:>12} {:>8}", spec.method.label());
+                trainer.label = format!("{task:>12} {:>8}", spec.label());
                 let (model, report) = model.fit(&trainer, train, test)?;
                 petl_core::checkpoint::save_adapter(
                     &dir.join("adapter.safetensors"),
-                    &model.adapter_tensors(spec.method == Method::Full),
+                    &model.adapter_tensors(),
                     &serde_json::to_value(spec.adapter_config(backbone, train.num_classes())).expect("serialises"),
                 )?;
                 let note = dir.join("not-mergeable.json");
                 std::fs::remove_file(&note)
                     .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
                     .with_context(|| format!("removing {}", note.display()))?;
-                match merge_check(model, test, device)? {
+                match merge_check(spec, model, test, device)? {
                     Merge::Exact(diff) => {
                         println!(
                             "{task:>12} {:>8}: merged model (0 extra parameters) max |logit diff| {diff:.2e}",
-                            spec.method.label()
+                            spec.label()
                         );
                         if diff > 1e-3 {
-                            bail!("{task}/{}: merged logits differ from unmerged by {diff}", spec.method.label());
+                            bail!("{task}/{}: merged logits differ from unmerged by {diff}", spec.label());
                         }
                     }
                     Merge::NotMergeable(why) => {
-                        println!("{task:>12} {:>8}: does not merge: {why}", spec.method.label());
+                        println!("{task:>12} {:>8}: does not merge: {why}", spec.label());
                         save_json(&note, &serde_json::json!({ "reason": why }))?;
                     }
                     Merge::Never => {}
@@ -305,7 +307,7 @@ impl Runner<'_> {
                 if report.trainable_params != counts.trainable_params {
                     bail!(
                         "{task}/{}: measured {} trainable parameters, formula says {}",
-                        spec.method.label(),
+                        spec.label(),
                         report.trainable_params,
                         counts.trainable_params
                     );
@@ -315,7 +317,7 @@ impl Runner<'_> {
         };
         println!(
             "{task:>12} {:>8}: best {:.1}% final {:.1}%  trainable {}  {:.0} samples/s",
-            spec.method.label(),
+            spec.label(),
             report.best_test,
             report.final_test,
             report.trainable_params,
@@ -324,7 +326,7 @@ impl Runner<'_> {
         Ok(Cell {
             task: task.into(),
             group: group.into(),
-            method: spec.method.label().into(),
+            method: spec.label().into(),
             best_acc: report.best_test,
             final_acc: report.final_test,
             trainable_params: report.trainable_params,
@@ -375,8 +377,15 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
     Ok(())
 }
 
-fn methods_or(args: &ReproduceArgs, default: &[Method]) -> Vec<Method> {
-    if args.methods.is_empty() { default.to_vec() } else { args.methods.clone() }
+/// The methods of `--methods` (or `default`) with their configurations on `backbone`, `--set`
+/// and `--bottleneck` applied.
+fn specs(args: &ReproduceArgs, default: &[&str], backbone: &BackboneConfig, embedded: bool) -> Result<Vec<MethodSpec>> {
+    let names: Vec<&str> =
+        if args.methods.is_empty() { default.to_vec() } else { args.methods.iter().map(String::as_str).collect() };
+    let mut specs = names.iter().map(|n| MethodSpec::new(n, backbone, embedded)).collect::<Result<Vec<_>>>()?;
+    let sets = crate::settings(&args.set, &[("bottleneck", args.bottleneck.map(|b| b.to_string()))])?;
+    methods::apply_sets(&mut specs, &sets)?;
+    Ok(specs)
 }
 
 fn run_embedded(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<String>, Vec<(String, String)>)> {
@@ -386,18 +395,13 @@ fn run_embedded(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec
     } else {
         args.tasks.iter().map(|t| t.parse::<ShapesTask>().map_err(anyhow::Error::from)).collect::<Result<_>>()?
     };
-    let methods = methods_or(
-        args,
-        &[Method::Arc, Method::ArcAtt, Method::Lora, Method::Adapter, Method::DeepPrompt, Method::Linear, Method::Full],
-    );
     let (backbone, weights_path) = pretrained_backbone(&e, args.seed, device, args.quiet)?;
+    let specs = specs(args, &methods::names(), &backbone, true)?;
     let weights = || Ok(petl_core::weights::read_safetensors(&weights_path)?);
     let runner = Runner { backbone: &backbone, weights: &weights, device, quiet: args.quiet };
-    let arc = ArcConfig::new().with_bottleneck(args.bottleneck.unwrap_or(8));
-    let specs: Vec<MethodSpec> = methods.iter().map(|&m| MethodSpec::new(m, arc.clone())).collect();
     let epochs = args.epochs.unwrap_or(e.epochs);
-    let recipe = |m: Method| {
-        let cfg = embedded_recipe(m, epochs, args.seed);
+    let recipe = |m: &MethodSpec| {
+        let cfg = embedded_recipe(m.entry.embedded_lr(), epochs, args.seed);
         match args.lr {
             Some(lr) => cfg.with_lr(lr),
             None => cfg,
@@ -413,7 +417,7 @@ fn run_embedded(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec
         let dir = args.out.join(task.name());
         cells.extend(runner.task(&specs, &recipe, (&train, &test), &dir, (task.name(), &group))?);
     }
-    Ok((cells, methods.iter().map(|m| m.label().to_string()).collect(), columns))
+    Ok((cells, specs.iter().map(|m| m.label().to_string()).collect(), columns))
 }
 
 /// The tasks of one benchmark named in `--tasks` (all of them when `--tasks` is empty).
@@ -430,19 +434,12 @@ fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<Str
         bail!("real-data runs need --weights (e.g. ViT-B_16.npz): petl never trains from random weights silently");
     };
     let is_swin = matches!(backbone, BackboneConfig::Swin(_));
-    let mut arc = ArcConfig::new().with_bottleneck(args.bottleneck.unwrap_or(50));
-    if is_swin {
-        arc = arc.with_adapter_dropout(0.5).with_mlp_site(MlpAdapterSite::Residual);
-    }
     let weights = || load_backbone_weights(&weights_path, &backbone);
     weights().with_context(|| format!("checking {}", weights_path.display()))?;
     let runner = Runner { backbone: &backbone, weights: &weights, device, quiet: args.quiet };
     let size = backbone.image_size() as u32;
     let epochs = args.epochs.unwrap_or(100);
     let official = |lr: f64, wd: f64| arc::recipe::official(args.lr.unwrap_or(lr), wd, epochs, args.seed);
-    let specs = |default: Method| -> Vec<MethodSpec> {
-        methods_or(args, &[default]).into_iter().map(|m| MethodSpec::new(m, arc.clone())).collect()
-    };
     let unknown: Vec<&String> =
         args.tasks.iter().filter(|t| t.parse::<VtabTask>().is_err() && t.parse::<FgvcTask>().is_err()).collect();
     if !unknown.is_empty() {
@@ -450,9 +447,9 @@ fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<Str
     }
     let mut cells = vec![];
     let mut columns = vec![];
-    let mut methods_seen: Vec<Method> = vec![];
+    let mut methods_seen: Vec<String> = vec![];
     if let Some(root) = &args.vtab_root {
-        let methods = specs(Method::Arc);
+        let methods = specs(args, &["arc"], &backbone, false)?;
         let tasks = selected(&args.tasks, &VtabTask::ALL);
         for task in tasks {
             let group = format!("{:?}", task.group());
@@ -469,10 +466,10 @@ fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<Str
                 (task.folder(), &group),
             )?);
         }
-        methods_seen.extend(methods.iter().map(|s| s.method));
+        methods_seen.extend(methods.iter().map(|s| s.label().to_string()));
     }
     if let Some(root) = &args.fgvc_root {
-        let methods = specs(Method::ArcAtt);
+        let methods = specs(args, &["arc-att"], &backbone, false)?;
         let tasks = selected(&args.tasks, &FgvcTask::ALL);
         for task in tasks {
             columns.push((task.folder().to_string(), "FGVC".to_string()));
@@ -487,7 +484,9 @@ fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<Str
                 (task.folder(), "FGVC"),
             )?);
         }
-        methods_seen.extend(methods.iter().map(|s| s.method).filter(|m| !methods_seen.contains(m)).collect::<Vec<_>>());
+        let new: Vec<String> =
+            methods.iter().map(|s| s.label().to_string()).filter(|m| !methods_seen.contains(m)).collect();
+        methods_seen.extend(new);
     }
-    Ok((cells, methods_seen.iter().map(|m| m.label().to_string()).collect(), columns))
+    Ok((cells, methods_seen, columns))
 }

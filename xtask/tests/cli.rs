@@ -54,6 +54,28 @@ fn params_match_the_spec() {
     assert!(fails(&["params", "arc", "--backbone", "vit-x"]).contains("unknown backbone preset `vit-x`"));
 }
 
+#[test]
+fn methods_come_from_one_list_and_take_settings_by_key() {
+    let listing = ok(&["methods", "--backbone", "swin-tiny-test"]);
+    for name in ["arc", "arc-att", "lora", "adapter", "deep-prompt", "linear", "full"] {
+        assert!(listing.lines().any(|l| l.starts_with(&format!("{name} "))), "{name} missing in:\n{listing}");
+    }
+    assert!(listing.contains(r#""mlp_site":"residual""#), "ARC's Swin default is the official residual site");
+    // LoRA r = 4 on q and v of ViT-B/16: 12 blocks × 2 × (768·4 + 4·768).
+    let lora = params_json(&["lora", "--set", "rank=4", "--backbone", "vit-b16", "--classes", "10"]);
+    assert_eq!(lora["adapter_params"], 12 * 2 * 2 * 768 * 4);
+    assert_eq!(
+        params_json(&["adapter", "--bottleneck", "16", "--backbone", "vit-b16"])["adapter_params"],
+        12 * 2 * (2 * 768 * 16 + 16 + 768)
+    );
+    let err = fails(&["params", "lora", "--set", "rnak=4"]);
+    assert!(err.contains("no selected method (lora) has a `rnak` setting"), "{err}");
+    let err = fails(&["params", "lora", "--set", "rank=four"]);
+    assert!(err.contains("invalid configuration of method `lora`"), "{err}");
+    let err = fails(&["params", "vpt"]);
+    assert!(err.contains("unknown method `vpt`") && err.contains("deep-prompt"), "{err}");
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/arc/tests/fixtures").join(name)
 }

@@ -28,7 +28,7 @@ pub use merge::merge;
 
 use burn::prelude::*;
 use petl_core::hooks::Layout;
-use petl_core::method::{NotMergeable, PetlMethod};
+use petl_core::method::{Entry, MethodEntry, NotMergeable, PetlMethod};
 use petl_core::model::{BackboneConfig, Classifier, PlainClassifier};
 
 /// Errors of the arc crate.
@@ -63,6 +63,10 @@ impl PetlMethod for ArcMethod {
         config.num_params(layout)
     }
 
+    fn merges() -> bool {
+        true
+    }
+
     fn build(config: &ArcConfig, backbone: &BackboneConfig, classes: usize, device: &Device) -> ArcClassifier {
         build(backbone, config, classes, device)
     }
@@ -73,4 +77,21 @@ impl PetlMethod for ArcMethod {
             other => NotMergeable(other.to_string()),
         })
     }
+}
+
+/// ARC's registry entries, ARC then ARC_att: the official configuration per backbone
+/// ([`recipe::config_for`]); the embedded runs use D' = 8 on their D = 64 ViT and ARC's
+/// official VTAB learning rate 0.01.
+pub fn methods() -> Vec<Box<dyn MethodEntry>> {
+    fn att(backbone: &BackboneConfig) -> ArcConfig {
+        recipe::config_for(backbone).with_variant(ArcVariant::ArcAtt)
+    }
+    vec![
+        Entry::<ArcMethod>::new("arc", "ARC", "ARC: attention and MLP adapters", recipe::config_for)
+            .embedded(|b| recipe::config_for(b).with_bottleneck(8), 1e-2)
+            .boxed(),
+        Entry::<ArcMethod>::new("arc-att", "ARC_att", "ARC_att: attention adapters only", att)
+            .embedded(|b| att(b).with_bottleneck(8), 1e-2)
+            .boxed(),
+    ]
 }

@@ -3,7 +3,20 @@
 //! global-norm clipping 1.0, and the official loop's T−1 updates.
 
 use petl_core::data::vtab::VtabTask;
+use petl_core::model::BackboneConfig;
 use petl_core::train::TrainConfig;
+
+use crate::{ArcConfig, MlpAdapterSite};
+
+/// ARC's configuration on `backbone` in the official code: D' = 50 and adapter dropout 0.1
+/// with the MLP adapter at the FFN input on ViT; on Swin the official code applies the MLP
+/// adapter to the residual stream before LN2 and uses adapter dropout 0.5.
+pub fn config_for(backbone: &BackboneConfig) -> ArcConfig {
+    match backbone {
+        BackboneConfig::Vit(_) => ArcConfig::new(),
+        BackboneConfig::Swin(_) => ArcConfig::new().with_adapter_dropout(0.5).with_mlp_site(MlpAdapterSite::Residual),
+    }
+}
 
 /// ViT on VTAB-1k: `(lr, weight decay)` = (0.01, 0).
 pub const VIT_VTAB: (f64, f64) = (0.01, 0.0);
