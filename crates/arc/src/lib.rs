@@ -24,7 +24,7 @@ pub mod official;
 pub mod recipe;
 
 pub use adapter::{ArcConfig, ArcTuner, ArcVariant, LambdaInit, LayerAdapter, MlpAdapterSite};
-pub use merge::merge;
+pub use merge::{merge, merge_into};
 
 use burn::prelude::*;
 use petl_core::hooks::Layout;

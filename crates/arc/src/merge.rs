@@ -3,29 +3,13 @@
 //! Applied to q, k, v (attention pair) and fc1 (MLP pair) of every ViT block, the merged model
 //! is the plain backbone: zero extra parameters and FLOPs.
 
-use burn::module::{Module, Param};
-use burn::nn::Linear;
-use burn::prelude::*;
-use petl_core::hooks::NoHooks;
-use petl_core::model::{Backbone, Classifier, PlainClassifier};
+use burn::module::Module;
+use petl_core::encoder::Encoder;
+use petl_core::hooks::{Layout, LinearSite, NoHooks};
+use petl_core::merge::{LinearSites, fold_input_affine};
+use petl_core::model::{Classifier, PlainClassifier};
 
-use crate::{ArcClassifier, ArcError, LayerAdapter};
-
-/// Folds `A(z) = z M + b` into `linear`: `W' = M W`, `c' = c + b W`.
-fn fold(linear: &mut Linear, m: &Tensor<2>, b: &Tensor<1>) {
-    let w = linear.weight.val();
-    let shift = b.clone().unsqueeze::<2>().matmul(w.clone()).squeeze::<1>();
-    linear.weight = Param::from_tensor(m.clone().matmul(w));
-    linear.bias = linear.bias.take().map(|c| Param::from_tensor(c.val() + shift.clone()));
-}
-
-fn fold_all(linears: &mut [&mut Linear], adapter: &LayerAdapter, u: Tensor<2>) {
-    let m = adapter.matrix(u);
-    let b = adapter.bias.val();
-    for l in linears.iter_mut() {
-        fold(l, &m, &b);
-    }
-}
+use crate::{ArcClassifier, ArcError, ArcTuner};
 
 /// Merges ARC into the backbone, returning a plain classifier (in evaluation mode, on the
 /// model's device without autodiff) with the same eval-mode logits.
@@ -35,36 +19,38 @@ fn fold_all(linears: &mut [&mut Linear], adapter: &LayerAdapter, u: Tensor<2>) {
 /// LN2 sits between it and fc1, and it also changes the skip path).
 pub fn merge(model: ArcClassifier) -> Result<PlainClassifier, ArcError> {
     // Merging produces inference weights: work on the evaluation snapshot (no autodiff graph).
-    let Classifier { backbone, tuner, head } = model.valid();
+    let Classifier { mut backbone, tuner, head } = model.valid();
+    let layout = backbone.layout();
+    merge_into(&tuner, &mut backbone, &layout)?;
+    Ok(Classifier { backbone, tuner: NoHooks, head })
+}
+
+/// Folds `tuner` into the q, k, v (and fc1) weights of any backbone with linear sites and
+/// `layout` (ViT, Swin's fused qkv, BERT): written once against [`petl_core::merge`].
+///
+/// # Errors
+/// As [`merge`]; also a backbone without the sites.
+pub fn merge_into<B: LinearSites + ?Sized>(
+    tuner: &ArcTuner,
+    backbone: &mut B,
+    layout: &Layout,
+) -> Result<(), ArcError> {
     if tuner.mlp_on_residual && !tuner.mlp.is_empty() {
         return Err(ArcError::NotMergeable(
             "the MLP adapter sits on the residual stream (official Swin site); use mlp_site = branch-input".into(),
         ));
     }
-    let backbone = match backbone {
-        Backbone::Vit(mut vit) => {
-            for (i, block) in vit.blocks.iter_mut().enumerate() {
-                let u_att = tuner.att_down[0].val();
-                fold_all(&mut [&mut block.query, &mut block.key, &mut block.value], &tuner.att[i], u_att);
-                if let Some(adapter) = tuner.mlp.get(i) {
-                    fold_all(&mut [&mut block.fc1], adapter, tuner.mlp_down[0].val());
-                }
-            }
-            Backbone::Vit(vit)
+    let not_mergeable = |e: petl_core::method::NotMergeable| ArcError::NotMergeable(e.0);
+    for (i, block) in layout.blocks.iter().enumerate() {
+        let stage = block.id.stage;
+        let att = &tuner.att[i];
+        let m = att.matrix(tuner.att_down[stage].val());
+        let sites = [LinearSite::Query, LinearSite::Key, LinearSite::Value];
+        fold_input_affine(backbone, i, &sites, &m, Some(&att.bias.val())).map_err(not_mergeable)?;
+        if let Some(adapter) = tuner.mlp.get(i) {
+            let m = adapter.matrix(tuner.mlp_down[stage].val());
+            fold_input_affine(backbone, i, &[LinearSite::Fc1], &m, Some(&adapter.bias.val())).map_err(not_mergeable)?;
         }
-        Backbone::Swin(mut swin) => {
-            let mut i = 0;
-            for (stage_index, stage) in swin.stages.iter_mut().enumerate() {
-                for block in stage.blocks.iter_mut() {
-                    fold_all(&mut [&mut block.qkv], &tuner.att[i], tuner.att_down[stage_index].val());
-                    if let Some(adapter) = tuner.mlp.get(i) {
-                        fold_all(&mut [&mut block.fc1], adapter, tuner.mlp_down[stage_index].val());
-                    }
-                    i += 1;
-                }
-            }
-            Backbone::Swin(swin)
-        }
-    };
-    Ok(Classifier { backbone, tuner: NoHooks, head })
+    }
+    Ok(())
 }

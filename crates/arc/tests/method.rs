@@ -151,3 +151,34 @@ fn adapter_only_checkpoint_round_trips_exactly() {
     let x = Tensor::<4>::random([2, 3, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
     assert_eq!(max_diff(model.logits(x.clone()), restored.logits(x)), 0.0);
 }
+
+#[test]
+fn arc_merges_into_bert_through_the_same_linear_sites() {
+    use burn::tensor::TensorData;
+    use petl_core::bert::{BertConfig, TextInput};
+    use petl_core::encoder::{EncodeOptions, Encoder};
+    let device = Device::flex();
+    device.seed(9);
+    let mut bert = BertConfig::new(50, 32, 2, 2, 64, 16).init(&device);
+    let layout = bert.layout();
+    let tuner = ArcConfig::new().with_bottleneck(4).init(&layout, &device);
+    let mut tensors = collect(&tuner, |_, _| true);
+    for (i, t) in tensors.tensors.values_mut().enumerate() {
+        for (j, v) in t.data.iter_mut().enumerate() {
+            *v = (((i * 29 + j * 13) % 17) as f32 - 8.0) * 0.02;
+        }
+    }
+    let tuner = apply(tuner, tensors).0;
+    let ids: Vec<i64> = (0..10).map(|i| 1 + (i * 11) % 49).collect();
+    let input = TextInput {
+        input_ids: Tensor::from_data(TensorData::new(ids, [2, 5]), &device),
+        attention_mask: Tensor::from_data(TensorData::new(vec![1i64; 10], [2, 5]), &device),
+        token_type_ids: None,
+    };
+    let before = bert.encode(input.clone(), &tuner, EncodeOptions::default()).last;
+    arc::merge_into(&tuner, &mut bert, &layout).expect("BERT has q, k, v and fc1 sites");
+    let after = bert.encode(input, &NoHooks, EncodeOptions::default()).last;
+    let (a, b) = (HostTensor::from_tensor(&before), HostTensor::from_tensor(&after));
+    let diff = a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    assert!(diff < 1e-4, "merged BERT differs by {diff}");
+}

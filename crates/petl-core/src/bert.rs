@@ -374,3 +374,25 @@ impl Encoder for Bert {
         }
     }
 }
+
+impl crate::merge::LinearSites for Bert {
+    fn linear_mut(
+        &mut self,
+        index: usize,
+        site: crate::hooks::LinearSite,
+    ) -> Option<(&mut burn::nn::Linear, std::ops::Range<usize>)> {
+        use crate::hooks::LinearSite::*;
+        let layer = self.layers.get_mut(index)?;
+        let linear = match site {
+            Query => &mut layer.query,
+            Key => &mut layer.key,
+            Value => &mut layer.value,
+            AttnOut => &mut layer.attn_out,
+            Fc1 => &mut layer.fc1,
+            Fc2 => &mut layer.fc2,
+            CrossQuery | CrossKey | CrossValue | CrossOut => return None,
+        };
+        let out = linear.weight.dims()[1];
+        Some((linear, 0..out))
+    }
+}

@@ -71,6 +71,7 @@ pub mod encoder;
 pub mod error;
 pub mod hooks;
 pub mod io;
+pub mod merge;
 pub mod method;
 pub mod model;
 pub mod nn;

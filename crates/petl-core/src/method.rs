@@ -23,7 +23,7 @@ use burn::prelude::*;
 use crate::accounting::{GradientCounts, ParamCounts, measure_gradients};
 use crate::data::ImageDataset;
 use crate::hooks::{Layout, NoHooks};
-use crate::model::{Backbone, BackboneConfig, Classifier, HeadInit, PlainClassifier, Tuner, init_head};
+use crate::model::{BackboneConfig, Classifier, HeadInit, PlainClassifier, Tuner, init_head};
 use crate::train::{Classification, Optimization, TrainConfig, TrainReport, Trainer, WarmupCosine, backward};
 use crate::tuners::{BottleneckAdapter, BottleneckAdapterConfig, DeepPrompt, DeepPromptConfig, Lora, LoraConfig};
 use crate::weights::{TensorMap, collect};
@@ -97,7 +97,7 @@ pub fn frozen_with<T: Tuner>(backbone: &BackboneConfig, tuner: T, classes: usize
 #[serde(deny_unknown_fields)]
 pub struct NoConfig {}
 
-/// LoRA on q and v ([`crate::tuners::lora`]); merges into ViT backbones.
+/// LoRA on q and v ([`crate::tuners::lora`]); merges into every backbone's q and v weights.
 pub struct LoraMethod;
 
 impl PetlMethod for LoraMethod {
@@ -117,13 +117,9 @@ impl PetlMethod for LoraMethod {
     }
 
     fn merge(model: Classifier<Lora>) -> Result<PlainClassifier, NotMergeable> {
-        let m = model.valid();
-        match m.backbone {
-            Backbone::Vit(vit) => {
-                Ok(Classifier { backbone: Backbone::Vit(m.tuner.merge_into(vit)), tuner: NoHooks, head: m.head })
-            }
-            Backbone::Swin(_) => Err(NotMergeable("LoRA merging is implemented for ViT backbones only".into())),
-        }
+        let Classifier { mut backbone, tuner, head } = model.valid();
+        tuner.merge_into(&mut backbone)?;
+        Ok(Classifier { backbone, tuner: NoHooks, head })
     }
 }
 

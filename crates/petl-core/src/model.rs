@@ -261,3 +261,16 @@ mod tests {
         }
     }
 }
+
+impl crate::merge::LinearSites for Backbone {
+    fn linear_mut(
+        &mut self,
+        index: usize,
+        site: crate::hooks::LinearSite,
+    ) -> Option<(&mut burn::nn::Linear, std::ops::Range<usize>)> {
+        match self {
+            Backbone::Vit(v) => crate::merge::LinearSites::linear_mut(v, index, site),
+            Backbone::Swin(s) => crate::merge::LinearSites::linear_mut(s, index, site),
+        }
+    }
+}

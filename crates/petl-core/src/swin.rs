@@ -875,3 +875,36 @@ mod tests {
         assert!(host(grad).iter().any(|g| *g != 0.0));
     }
 }
+
+impl crate::merge::LinearSites for Swin {
+    /// Blocks are counted across stages in forward order; q, k and v are the thirds of the
+    /// fused `qkv` projection's output columns (timm's layout).
+    fn linear_mut(
+        &mut self,
+        index: usize,
+        site: crate::hooks::LinearSite,
+    ) -> Option<(&mut burn::nn::Linear, std::ops::Range<usize>)> {
+        use crate::hooks::LinearSite::*;
+        let block = self.stages.iter_mut().flat_map(|s| s.blocks.iter_mut()).nth(index)?;
+        let third = block.qkv.weight.dims()[1] / 3;
+        let (linear, cols) = match site {
+            Query => (&mut block.qkv, 0..third),
+            Key => (&mut block.qkv, third..2 * third),
+            Value => (&mut block.qkv, 2 * third..3 * third),
+            AttnOut => {
+                let out = block.proj.weight.dims()[1];
+                (&mut block.proj, 0..out)
+            }
+            Fc1 => {
+                let out = block.fc1.weight.dims()[1];
+                (&mut block.fc1, 0..out)
+            }
+            Fc2 => {
+                let out = block.fc2.weight.dims()[1];
+                (&mut block.fc2, 0..out)
+            }
+            CrossQuery | CrossKey | CrossValue | CrossOut => return None,
+        };
+        Some((linear, cols))
+    }
+}

@@ -375,3 +375,25 @@ impl Encoder for Vit {
         }
     }
 }
+
+impl crate::merge::LinearSites for Vit {
+    fn linear_mut(
+        &mut self,
+        index: usize,
+        site: crate::hooks::LinearSite,
+    ) -> Option<(&mut burn::nn::Linear, std::ops::Range<usize>)> {
+        use crate::hooks::LinearSite::*;
+        let block = self.blocks.get_mut(index)?;
+        let linear = match site {
+            Query => &mut block.query,
+            Key => &mut block.key,
+            Value => &mut block.value,
+            AttnOut => &mut block.proj,
+            Fc1 => &mut block.fc1,
+            Fc2 => &mut block.fc2,
+            CrossQuery | CrossKey | CrossValue | CrossOut => return None,
+        };
+        let out = linear.weight.dims()[1];
+        Some((linear, 0..out))
+    }
+}

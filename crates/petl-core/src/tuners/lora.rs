@@ -8,7 +8,8 @@ use burn::prelude::*;
 
 use super::matmul_tokens;
 use crate::hooks::{BlockHooks, BlockId, Layout, LinearSite};
-use crate::vit::Vit;
+use crate::merge::{LinearSites, add_to_weight};
+use crate::method::NotMergeable;
 
 /// LoRA hyper-parameters.
 #[derive(Config, Debug, PartialEq)]
@@ -81,15 +82,17 @@ impl BlockHooks for Lora {
 }
 
 impl Lora {
-    /// Folds the low-rank updates into the ViT's q and v weights: the result is a plain ViT
-    /// with the same outputs and no extra parameters.
-    pub fn merge_into(&self, mut vit: Vit) -> Vit {
-        for (i, block) in vit.blocks.iter_mut().enumerate() {
-            let dq = self.query[i].delta(self.scale);
-            let dv = self.value[i].delta(self.scale);
-            block.query.weight = block.query.weight.clone().map(|w| w + dq);
-            block.value.weight = block.value.weight.clone().map(|w| w + dv);
+    /// Folds the low-rank updates into the q and v weights of `backbone` (any backbone with
+    /// linear sites: ViT, Swin's fused qkv, BERT): the result computes the same outputs with no
+    /// extra parameters.
+    ///
+    /// # Errors
+    /// [`NotMergeable`] when the backbone lacks a site or its shapes differ from the updates'.
+    pub fn merge_into<B: LinearSites + ?Sized>(&self, backbone: &mut B) -> Result<(), NotMergeable> {
+        for i in 0..self.query.len() {
+            add_to_weight(backbone, i, LinearSite::Query, self.query[i].delta(self.scale))?;
+            add_to_weight(backbone, i, LinearSite::Value, self.value[i].delta(self.scale))?;
         }
-        vit
+        Ok(())
     }
 }
