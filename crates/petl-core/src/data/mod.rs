@@ -17,6 +17,7 @@ pub mod hf_image;
 pub mod preprocess;
 pub mod shapes;
 pub mod text;
+pub mod vl;
 pub mod vtab;
 
 /// One preprocessed image and its label.

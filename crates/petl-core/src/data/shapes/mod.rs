@@ -7,6 +7,8 @@
 //!   the same scenes.
 //! - [`render`](mod@render): the supersampled rasteriser, scene → CHW pixels in `[0, 1]`.
 //! - [`tasks`]: classification tasks in VTAB's three groups plus a pretraining task.
+//! - [`language`]: generated captions, questions, statements, referring expressions and
+//!   retrieval pairs over the same scenes, the vision–language tasks ([`ShapesVl`]).
 //! - [`ShapesDataset`]: a task as an [`ImageDataset`].
 //!
 //! | task | group | K | label |
@@ -27,6 +29,7 @@
 //! noise as nuisances; `pretrain` teaches shapes and colours but none of the structured
 //! quantities, so the structured group is where adaptation must do the work, as on VTAB.
 
+pub mod language;
 pub mod render;
 pub mod scene;
 pub mod shape;
@@ -35,6 +38,10 @@ pub mod tasks;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+pub use language::{
+    CAPTION_PROMPT, CAPTIONS_PER_IMAGE, SPECIAL_TOKENS, ShapesVl, ShapesVlExample, VlTask, answer_vocab, split_words,
+    word_tokenizer, word_vocab,
+};
 pub use render::{png_grid, render, save_png_grid};
 pub use scene::{Background, BackgroundConfig, Cast, ObjectConfig, Scene, SceneConfig, Texture, Tint};
 pub use shape::{BBox, Colour, SceneObject, ShapeKind};
