@@ -54,7 +54,7 @@ fn a_side_network_trains_on_the_hidden_states_of_an_encoder_without_autodiff() {
     // One step by hand: gradients exist for the side network only.
     let task = Classification::default();
     let items = petl_core::train::task::load(&data, &(0..8).collect::<Vec<_>>(), None).unwrap();
-    let batch = <Classification as Task<Side>>::batch(&task, items, &side);
+    let batch = <Classification as Task<Side>>::batch(&task, items, &side).unwrap();
     let (grads, _, _) = backward(&task, &model, batch, None);
     let counts = measure_gradients(&model, &grads);
     assert_eq!(counts.tensors, 2 * (cfg.num_layers + 1) + 2, "weight and bias of every side linear and the head");

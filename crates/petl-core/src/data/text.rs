@@ -54,6 +54,12 @@ impl HfTokenizer {
         Ok(Self { tokenizer, path: path.to_path_buf(), pad_id })
     }
 
+    /// A tokenizer built in process (the shapes world's word-level tokenizer); `name` stands for
+    /// the file in error messages.
+    pub fn from_tokenizer(tokenizer: tokenizers::Tokenizer, pad_id: u32, name: &str) -> Self {
+        Self { tokenizer, path: PathBuf::from(name), pad_id }
+    }
+
     /// Tokenises `texts` with the special tokens the tokenizer adds and pads them to the
     /// longest; a text longer than `max_len` tokens is an error naming its index.
     ///

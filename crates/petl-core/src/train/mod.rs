@@ -15,6 +15,7 @@ pub mod optim;
 pub mod sampler;
 pub mod schedule;
 pub mod task;
+pub mod vl;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -353,7 +354,7 @@ impl Trainer {
                         .collect();
                     let items = task::load(data, &planned.indices, Some(&seeds))?;
                     let n = items.len();
-                    let batch = task.batch(items, &device);
+                    let batch = task.batch(items, &device)?;
                     let weight = (update.len() > 1).then(|| n as f64 / samples_in_update as f64);
                     let (grads, loss, score) = backward(task, &model, batch, weight);
                     if let Some(score) = score {

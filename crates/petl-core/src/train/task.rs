@@ -54,7 +54,11 @@ pub trait Task<M>: Sync {
     fn metric_name(&self) -> String;
 
     /// Stacks samples into a batch on `device` (Burn's `Batcher::batch`).
-    fn batch(&self, items: Vec<Self::Item>, device: &Device) -> Self::Batch;
+    ///
+    /// # Errors
+    /// Samples the task cannot batch (a text longer than the model's positions, a target of
+    /// another task), named.
+    fn batch(&self, items: Vec<Self::Item>, device: &Device) -> Result<Self::Batch>;
 
     /// Loss (and training score) of `model` on a training batch; `model` is on an autodiff
     /// device and in training mode.
@@ -125,9 +129,9 @@ impl<M: Classify> Task<M> for Classification {
         "top-1 accuracy (%)".into()
     }
 
-    fn batch(&self, items: Vec<ImageSample>, device: &Device) -> Self::Batch {
+    fn batch(&self, items: Vec<ImageSample>, device: &Device) -> Result<Self::Batch> {
         let size = image_side(&items[0]);
-        batch(&items, size, device)
+        Ok(batch(&items, size, device))
     }
 
     fn forward(&self, model: &M, (images, labels): Self::Batch) -> TaskOutput {
@@ -148,7 +152,7 @@ impl<M: Classify> Task<M> for Classification {
         let mut correct = 0usize;
         for_each_batch(data, batch_size, |items| {
             let n = items.len();
-            let (images, labels) = <Self as Task<M>>::batch(self, items, &device);
+            let (images, labels) = <Self as Task<M>>::batch(self, items, &device)?;
             let pred = model.logits(images).argmax(1).reshape([n]);
             correct += pred.equal(labels).int().sum().into_scalar::<i64>() as usize;
             Ok(())

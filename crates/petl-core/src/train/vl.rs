@@ -1,0 +1,287 @@
+//! The vision–language tasks of the loop, over [`VlSample`]s: VQA with soft scores (ViLT, METER,
+//! VL-Adapter's discriminative heads), NLVR2-style true/false over image pairs, and image–text
+//! retrieval with a contrastive loss (CLIP/CLIP4Clip's symmetric InfoNCE or VSE∞'s triplet loss
+//! with the hardest negatives). Models implement the small traits here ([`VlClassify`],
+//! [`DualEncoder`]); the tasks own tokenisation, batching, losses and metrics.
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
+use super::objectives::{Recall, retrieval_recall, symmetric_infonce, triplet_loss, vqa_score, vqa_soft_bce};
+use super::task::{Evaluation, Task, TaskOutput, for_each_batch};
+use crate::bert::TextInput;
+use crate::data::Samples;
+use crate::data::text::HfTokenizer;
+use crate::data::vl::{VlSample, VlTarget, soft_scores, stack_images};
+use crate::{Error, Result};
+
+/// The model input of an image–text batch: tokenised texts and every image slot (one for VQA,
+/// two for NLVR2 pairs), each `[B, 3, S, S]`.
+#[derive(Clone, Debug)]
+pub struct VlInput {
+    /// The texts, padded to the longest.
+    pub text: TextInput,
+    /// Image slot `k` of every sample.
+    pub images: Vec<Tensor<4>>,
+}
+
+/// Tokenises the texts and stacks the images of `items` (all with as many images as the first).
+fn vl_input(tokenizer: &HfTokenizer, max_len: usize, items: &[VlSample], device: &Device) -> Result<VlInput> {
+    let Some(first) = items.first() else { return Err(Error::Config("an empty batch".into())) };
+    let slots = first.images.len();
+    let side = first.images.first().map_or(0, |i| ((i.len() / 3) as f64).sqrt().round() as usize);
+    if let Some((i, s)) = items.iter().enumerate().find(|(_, s)| s.images.len() != slots) {
+        return Err(Error::Config(format!(
+            "sample {i} of the batch has {} image(s), the first has {slots}",
+            s.images.len()
+        )));
+    }
+    for (i, s) in items.iter().enumerate() {
+        if let Some(k) = s.images.iter().position(|im| im.len() != 3 * side * side) {
+            return Err(Error::Config(format!(
+                "sample {i} of the batch: image {k} has {} values, not 3 × {side} × {side}",
+                s.images[k].len()
+            )));
+        }
+    }
+    let texts: Vec<String> = items.iter().map(|s| s.text.clone()).collect();
+    let text = tokenizer.encode(&texts, max_len)?.input(0, items.len(), device);
+    let images = (0..slots).map(|k| stack_images(items, k, side, device)).collect();
+    Ok(VlInput { text, images })
+}
+
+/// A model that maps an image–text input to one logit row: answer logits for VQA, two classes
+/// (false, true) for NLVR2.
+pub trait VlClassify: Module {
+    /// Logits `[B, K]`.
+    fn vl_logits(&self, input: VlInput) -> Tensor<2>;
+}
+
+/// VQA as ViLT and METER train it: the answer vocabulary as classes, soft-score binary
+/// cross-entropy, the VQA score as the metric.
+pub struct Vqa {
+    /// The model's tokenizer.
+    pub tokenizer: HfTokenizer,
+    /// Positions of the text encoder.
+    pub max_len: usize,
+    /// Size of the answer vocabulary.
+    pub answers: usize,
+}
+
+impl<M: VlClassify> Task<M> for Vqa {
+    type Item = VlSample;
+    type Batch = (VlInput, Tensor<2>);
+
+    fn metric_name(&self) -> String {
+        "VQA score (%)".into()
+    }
+
+    fn batch(&self, items: Vec<VlSample>, device: &Device) -> Result<Self::Batch> {
+        let mut targets = Vec::with_capacity(items.len() * self.answers);
+        for (i, s) in items.iter().enumerate() {
+            let VlTarget::Answers(answers) = &s.target else {
+                return Err(Error::Config(format!("sample {i} of the batch is not a VQA sample: {:?}", s.target)));
+            };
+            if let Some((a, _)) = answers.iter().find(|(a, _)| *a >= self.answers) {
+                return Err(Error::Config(format!("sample {i}: answer {a} outside the {} answers", self.answers)));
+            }
+            targets.extend(soft_scores(answers, self.answers));
+        }
+        let targets = Tensor::from_data(TensorData::new(targets, [items.len(), self.answers]), device);
+        Ok((vl_input(&self.tokenizer, self.max_len, &items, device)?, targets))
+    }
+
+    fn forward(&self, model: &M, (input, targets): Self::Batch) -> TaskOutput {
+        let [b, _] = targets.dims();
+        let logits = model.vl_logits(input);
+        let best = logits.clone().argmax(1);
+        let score = targets.clone().gather(1, best).reshape([b]).sum();
+        TaskOutput { loss: vqa_soft_bce(logits, targets), score_sum: Some(score) }
+    }
+
+    fn evaluate(&self, model: &M, data: &dyn Samples<VlSample>, batch_size: usize) -> Result<Evaluation> {
+        let device = model.devices().first().cloned().unwrap_or_default();
+        let (mut logits, mut targets) = (vec![], vec![]);
+        for_each_batch(data, batch_size, |items| {
+            let (input, t) = <Self as Task<M>>::batch(self, items, &device)?;
+            logits.extend(crate::weights::HostTensor::from_tensor(&model.vl_logits(input)).data);
+            targets.extend(crate::weights::HostTensor::from_tensor(&t).data);
+            Ok(())
+        })?;
+        Ok(Evaluation::single("vqa_score", vqa_score(&logits, &targets, self.answers)))
+    }
+}
+
+/// Classification of image–text samples with [`VlTarget::Class`] targets (NLVR2's true/false
+/// over an image pair): cross-entropy and accuracy.
+pub struct VlClassification {
+    /// The model's tokenizer.
+    pub tokenizer: HfTokenizer,
+    /// Positions of the text encoder.
+    pub max_len: usize,
+}
+
+impl<M: VlClassify> Task<M> for VlClassification {
+    type Item = VlSample;
+    type Batch = (VlInput, Tensor<1, Int>);
+
+    fn metric_name(&self) -> String {
+        "accuracy (%)".into()
+    }
+
+    fn batch(&self, items: Vec<VlSample>, device: &Device) -> Result<Self::Batch> {
+        let labels = items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s.target {
+                VlTarget::Class(c) => Ok(c as i64),
+                ref other => Err(Error::Config(format!("sample {i} of the batch has no class target: {other:?}"))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let labels = Tensor::from_data(TensorData::new(labels, [items.len()]), device);
+        Ok((vl_input(&self.tokenizer, self.max_len, &items, device)?, labels))
+    }
+
+    fn forward(&self, model: &M, (input, labels): Self::Batch) -> TaskOutput {
+        let [b] = labels.dims();
+        let logits = model.vl_logits(input);
+        let correct = logits.clone().argmax(1).reshape([b]).equal(labels.clone()).float().sum();
+        let loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits, labels);
+        TaskOutput { loss, score_sum: Some(correct) }
+    }
+
+    fn evaluate(&self, model: &M, data: &dyn Samples<VlSample>, batch_size: usize) -> Result<Evaluation> {
+        let device = model.devices().first().cloned().unwrap_or_default();
+        let mut correct = 0usize;
+        for_each_batch(data, batch_size, |items| {
+            let n = items.len();
+            let (input, labels) = <Self as Task<M>>::batch(self, items, &device)?;
+            let pred = model.vl_logits(input).argmax(1).reshape([n]);
+            correct += pred.equal(labels).int().sum().into_scalar::<i64>() as usize;
+            Ok(())
+        })?;
+        Ok(Evaluation::single("accuracy", 100.0 * correct as f64 / data.len().max(1) as f64))
+    }
+}
+
+/// A two-tower model: images and texts embedded apart, compared by dot product (CLIP, VSE∞).
+pub trait DualEncoder: Module {
+    /// Image embeddings `[B, E]` (normalised by the model if its method does).
+    fn embed_images(&self, images: Tensor<4>) -> Tensor<2>;
+    /// Text embeddings `[B, E]`.
+    fn embed_texts(&self, text: TextInput) -> Tensor<2>;
+}
+
+/// The contrastive loss of [`Retrieval`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ContrastiveLoss {
+    /// Symmetric InfoNCE on similarities divided by `temperature` (CLIP, CLIP4Clip).
+    InfoNce {
+        /// Softmax temperature.
+        temperature: f64,
+    },
+    /// VSE++ hinge triplet loss with `margin`, all or only the hardest negatives (VSE∞).
+    Triplet {
+        /// Margin.
+        margin: f64,
+        /// Only the hardest negative per row and column.
+        hardest: bool,
+    },
+}
+
+/// Image–text retrieval: each training batch pairs every caption with its image, the others
+/// are negatives (two captions of one image in a batch count as negatives of each other, as in
+/// CLIP4Clip's training); evaluation embeds every image once and every caption, and reports
+/// recall@1/5/10 both ways (primary: their mean).
+pub struct Retrieval {
+    /// The model's tokenizer.
+    pub tokenizer: HfTokenizer,
+    /// Positions of the text encoder.
+    pub max_len: usize,
+    /// The loss.
+    pub loss: ContrastiveLoss,
+}
+
+impl<M: DualEncoder> Task<M> for Retrieval {
+    type Item = VlSample;
+    type Batch = (VlInput, Vec<usize>);
+
+    fn metric_name(&self) -> String {
+        "mean recall@1/5/10, both ways (%)".into()
+    }
+
+    fn batch(&self, items: Vec<VlSample>, device: &Device) -> Result<Self::Batch> {
+        let ids = items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s.target {
+                VlTarget::Match(id) => Ok(id),
+                ref other => Err(Error::Config(format!("sample {i} of the batch is not a retrieval pair: {other:?}"))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((vl_input(&self.tokenizer, self.max_len, &items, device)?, ids))
+    }
+
+    fn forward(&self, model: &M, (input, _): Self::Batch) -> TaskOutput {
+        let images = input.images.into_iter().next().expect("one image slot");
+        let sims = model.embed_images(images).matmul(model.embed_texts(input.text).transpose());
+        let loss = match self.loss {
+            ContrastiveLoss::InfoNce { temperature } => symmetric_infonce(sims.div_scalar(temperature)),
+            ContrastiveLoss::Triplet { margin, hardest } => triplet_loss(sims, margin, hardest),
+        };
+        TaskOutput { loss, score_sum: None }
+    }
+
+    fn evaluate(&self, model: &M, data: &dyn Samples<VlSample>, batch_size: usize) -> Result<Evaluation> {
+        let device = model.devices().first().cloned().unwrap_or_default();
+        let (mut image_emb, mut text_emb, mut text_image) = (vec![], vec![], vec![]);
+        let mut image_ids: Vec<usize> = vec![];
+        let mut dim = 0;
+        for_each_batch(data, batch_size, |items| {
+            // Each image once, in order of first appearance.
+            let fresh: Vec<VlSample> = items
+                .iter()
+                .filter(|s| matches!(s.target, VlTarget::Match(id) if !image_ids.contains(&id)))
+                .fold(vec![], |mut acc: Vec<VlSample>, s| {
+                    if !acc.iter().any(|a| a.target == s.target) {
+                        acc.push(s.clone());
+                    }
+                    acc
+                });
+            let (input, ids) = <Self as Task<M>>::batch(self, items, &device)?;
+            let t = crate::weights::HostTensor::from_tensor(&model.embed_texts(input.text));
+            dim = t.shape[1];
+            text_emb.extend(t.data);
+            text_image.extend(ids);
+            if !fresh.is_empty() {
+                let (input, ids) = <Self as Task<M>>::batch(self, fresh, &device)?;
+                let images = input.images.into_iter().next().expect("one image slot");
+                image_emb.extend(crate::weights::HostTensor::from_tensor(&model.embed_images(images)).data);
+                image_ids.extend(ids);
+            }
+            Ok(())
+        })?;
+        let (n_images, n_texts) = (image_ids.len(), text_image.len());
+        let mut scores = vec![0.0f32; n_images * n_texts];
+        for i in 0..n_images {
+            for t in 0..n_texts {
+                scores[i * n_texts + t] = (0..dim).map(|k| image_emb[i * dim + k] * text_emb[t * dim + k]).sum();
+            }
+        }
+        let position: Vec<usize> = text_image
+            .iter()
+            .map(|id| image_ids.iter().position(|x| x == id).expect("every text's image is embedded"))
+            .collect();
+        let Recall { ks, image_to_text, text_to_image } = retrieval_recall(&scores, n_images, &position, &[1, 5, 10]);
+        let mut e = Evaluation::default();
+        for (k, (i2t, t2i)) in ks.iter().zip(image_to_text.iter().zip(&text_to_image)) {
+            e.metrics.insert(format!("i2t_r@{k}"), *i2t);
+            e.metrics.insert(format!("t2i_r@{k}"), *t2i);
+        }
+        e.primary = (image_to_text.iter().sum::<f64>() + text_to_image.iter().sum::<f64>()) / 6.0;
+        e.metrics.insert("rsum".into(), e.primary * 6.0);
+        Ok(e)
+    }
+}
