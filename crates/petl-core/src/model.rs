@@ -194,24 +194,34 @@ pub trait Tuner: Module + ModuleDisplay + BlockHooks {}
 
 impl<T: Module + ModuleDisplay + BlockHooks> Tuner for T {}
 
-/// Backbone, tuner (the method's parameters, driving the insertion points) and head.
+/// An encoder that is a Burn module (what a [`Classifier`] holds).
+pub trait EncoderModule: Module + ModuleDisplay + Encoder {}
+
+impl<E: Module + ModuleDisplay + Encoder> EncoderModule for E {}
+
+/// Encoder, tuner (the method's parameters, driving the insertion points) and head.
+///
+/// The encoder is any [`Encoder`] module: the built-in image backbones ([`Backbone`], the
+/// default), or any other encoder a crate brings (BERT's [`crate::bert::Bert`] gives a text
+/// classifier reading [`crate::bert::TextInput`]); methods that merge reach its weights through
+/// [`crate::merge::LinearSites`].
 #[derive(Module, Debug)]
-pub struct Classifier<T: Tuner> {
-    /// The (usually frozen) backbone.
-    pub backbone: Backbone,
+pub struct Classifier<T: Tuner, E: EncoderModule = Backbone> {
+    /// The (usually frozen) encoder.
+    pub backbone: E,
     /// The method.
     pub tuner: T,
     /// Linear head on the pooled feature.
     pub head: Linear,
 }
 
-impl<T: Tuner> Classifier<T> {
-    /// Logits: images `[B, 3, H, W]` -> `[B, K]`.
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.head.forward(self.backbone.forward_pooled(images, &self.tuner))
+impl<T: Tuner, E: EncoderModule> Classifier<T, E> {
+    /// Logits: the encoder's input (images `[B, 3, H, W]` for image backbones) -> `[B, K]`.
+    pub fn forward(&self, input: E::Input) -> Tensor<2> {
+        self.head.forward(self.backbone.encode(input, &self.tuner, EncodeOptions::default()).pooled)
     }
 
-    /// Freezes the backbone, leaves tuner and head trainable.
+    /// Freezes the encoder, leaves tuner and head trainable.
     pub fn freeze_backbone(mut self) -> Self {
         self.backbone = self.backbone.no_grad();
         self

@@ -4,10 +4,10 @@
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use petl_core::bert::{BertConfig, TextInput};
-use petl_core::encoder::{EncodeOptions, Encoder};
+use petl_core::encoder::Encoder;
 use petl_core::hooks::NoHooks;
 use petl_core::method::{LoraMethod, PetlMethod};
-use petl_core::model::BackboneConfig;
+use petl_core::model::{BackboneConfig, Classifier, HeadInit, init_head};
 use petl_core::swin::SwinConfig;
 use petl_core::tuners::{Lora, LoraConfig};
 use petl_core::vit::VitConfig;
@@ -48,7 +48,7 @@ fn lora_merges_exactly_into_vit_and_swin() {
 }
 
 #[test]
-fn lora_merges_exactly_into_bert() {
+fn lora_merges_exactly_into_a_bert_text_classifier() {
     let device = Device::flex();
     device.seed(5);
     let bert = BertConfig::new(50, 32, 2, 2, 64, 16).init(&device);
@@ -60,10 +60,13 @@ fn lora_merges_exactly_into_bert() {
         attention_mask: Tensor::from_data(TensorData::new(mask, [2, 6]), &device),
         token_type_ids: None,
     };
-    let before = bert.encode(input.clone(), &lora, EncodeOptions::default()).pooled;
-    let mut merged = bert;
-    lora.merge_into(&mut merged).expect("BERT has q and v sites");
-    let after = merged.encode(input, &NoHooks, EncodeOptions::default()).pooled;
-    let diff = max_diff(&before, &after);
+    // A text classifier is the same Classifier with BERT as its encoder.
+    let classifier = Classifier { backbone: bert, tuner: lora, head: init_head(32, 3, HeadInit::TruncNormal, &device) };
+    let before = classifier.forward(input.clone());
+    assert_eq!(before.dims(), [2, 3]);
+    let Classifier { backbone: mut merged, tuner, head } = classifier;
+    tuner.merge_into(&mut merged).expect("BERT has q and v sites");
+    let merged = Classifier { backbone: merged, tuner: NoHooks, head };
+    let diff = max_diff(&before, &merged.forward(input));
     assert!(diff < 1e-4, "merged BERT differs by {diff}");
 }

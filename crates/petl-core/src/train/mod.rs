@@ -91,7 +91,9 @@ pub struct TrainConfig {
     pub sampling: Sampling,
 }
 
-impl<T: Tuner> Classify for Classifier<T> {
+impl<T: Tuner, E: crate::model::EncoderModule + crate::encoder::Encoder<Input = Tensor<4>>> Classify
+    for Classifier<T, E>
+{
     fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         self.forward(images)
     }
