@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 
 use crate::encoder::{EncodeOptions, Encoder, EncoderOutput, States};
-use crate::hooks::{BlockHooks, BlockId, BlockInfo, Layout, LinearSite, Tower};
+use crate::hooks::{BlockHooks, BlockId, BlockInfo, Layout, LinearSite};
 use crate::io::HfConfig;
 use crate::nn::{AttentionMask, prepend_prompts};
 use crate::ops::gelu;
@@ -141,11 +141,7 @@ impl BertConfig {
     pub fn layout(&self) -> Layout {
         Layout {
             blocks: (0..self.num_hidden_layers)
-                .map(|i| BlockInfo {
-                    id: BlockId { tower: Tower::Text, stage: 0, index: i },
-                    dim: self.hidden_size,
-                    mlp_dim: self.intermediate_size,
-                })
+                .map(|i| BlockInfo { id: BlockId::text(i), dim: self.hidden_size, mlp_dim: self.intermediate_size })
                 .collect(),
             feature_dim: self.hidden_size,
         }
@@ -223,7 +219,7 @@ impl BertLayer {
     pub fn forward(&self, x: Tensor<3>, hooks: &dyn BlockHooks, at: BlockId, mask: &AttentionMask) -> Tensor<3> {
         let lin = |layer: &Linear, site, input: Tensor<3>| {
             let y = layer.forward(input.clone());
-            hooks.linear(at, site, &input, y)
+            hooks.linear(if matches!(site, LinearSite::Fc1 | LinearSite::Fc2) { at.ffn() } else { at }, site, &input, y)
         };
         let y = hooks.attn_input(at, x.clone());
         let q = lin(&self.query, LinearSite::Query, y.clone());
@@ -235,9 +231,9 @@ impl BertLayer {
         let v = lin(&self.value, LinearSite::Value, kv);
         let ctx = hooks.attention(at, q, k, v, self.num_heads, &mask);
         let a = hooks.attn_output(at, lin(&self.attn_out, LinearSite::AttnOut, ctx), &y);
-        let h = hooks.mlp_residual(at, self.attn_norm.forward(x + a));
-        let z = hooks.mlp_input(at, h.clone());
-        let f = hooks.mlp_output(at, lin(&self.fc2, LinearSite::Fc2, gelu(lin(&self.fc1, LinearSite::Fc1, z))));
+        let h = hooks.mlp_residual(at.ffn(), self.attn_norm.forward(x + a));
+        let z = hooks.mlp_input(at.ffn(), h.clone());
+        let f = hooks.mlp_output(at.ffn(), lin(&self.fc2, LinearSite::Fc2, gelu(lin(&self.fc1, LinearSite::Fc1, z))));
         self.ffn_norm.forward(h + f)
     }
 }
@@ -349,7 +345,7 @@ impl Encoder for Bert {
         let mut x = self.embed(&input);
         states.push(&x);
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x, hooks, BlockId { tower: Tower::Text, stage: 0, index: i }, &mask);
+            x = layer.forward(x, hooks, BlockId::text(i), &mask);
             states.push(&x);
         }
         let [b, _, d] = x.dims();
@@ -364,11 +360,7 @@ impl Encoder for Bert {
                 .layers
                 .iter()
                 .enumerate()
-                .map(|(i, l)| BlockInfo {
-                    id: BlockId { tower: Tower::Text, stage: 0, index: i },
-                    dim: d,
-                    mlp_dim: l.fc1.weight.dims()[1],
-                })
+                .map(|(i, l)| BlockInfo { id: BlockId::text(i), dim: d, mlp_dim: l.fc1.weight.dims()[1] })
                 .collect(),
             feature_dim: d,
         }

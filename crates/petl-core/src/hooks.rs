@@ -43,7 +43,19 @@ pub enum Tower {
     Decoder,
 }
 
-/// Position of a block in a backbone.
+/// The sub-layer of a block a hook is called from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SubLayer {
+    /// Self-attention (its q/k/v/out linears, prompts, attention and branch hooks).
+    #[default]
+    SelfAttention,
+    /// Cross-attention to another stream (two-stream fusion layers, decoders).
+    CrossAttention,
+    /// The feed-forward sub-layer (its linears and the `mlp_*` hooks).
+    Ffn,
+}
+
+/// Position of a hook call: tower, stage, block and sub-layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BlockId {
     /// The tower the block belongs to.
@@ -52,12 +64,29 @@ pub struct BlockId {
     pub stage: usize,
     /// Global block index over all stages of its tower (0..total blocks).
     pub index: usize,
+    /// The sub-layer calling (self-attention in layouts).
+    pub sublayer: SubLayer,
 }
 
 impl BlockId {
-    /// Block `index` (in stage `stage`) of the vision tower.
+    /// Block `index` (in stage `stage`) of the vision tower, at its self-attention.
     pub fn vision(stage: usize, index: usize) -> Self {
-        Self { tower: Tower::Vision, stage, index }
+        Self { tower: Tower::Vision, stage, index, sublayer: SubLayer::SelfAttention }
+    }
+
+    /// Block `index` of the text tower, at its self-attention.
+    pub fn text(index: usize) -> Self {
+        Self { tower: Tower::Text, stage: 0, index, sublayer: SubLayer::SelfAttention }
+    }
+
+    /// The same block, at sub-layer `sublayer`.
+    pub fn at(self, sublayer: SubLayer) -> Self {
+        Self { sublayer, ..self }
+    }
+
+    /// The same block, at its feed-forward sub-layer.
+    pub fn ffn(self) -> Self {
+        self.at(SubLayer::Ffn)
     }
 }
 
@@ -99,6 +128,13 @@ impl Layout {
 /// Hooks a transformer block calls at its insertion points. Every method defaults to the
 /// identity. All tensors are `[batch, tokens, dim]` (Swin: tokens of the stage, `dim` = stage
 /// width); the returned tensor must keep the shape.
+///
+/// Each call names its position ([`BlockId`]: tower, stage, block, sub-layer — the `mlp_*`
+/// hooks and the FFN linears are called at [`SubLayer::Ffn`]); the attention hooks also get the
+/// masks. Per-forward context that a method needs beyond that (the task id of a multi-task
+/// batch, for Hyperformer-style adapters) is carried by a borrowed *view* of the tuner that
+/// implements this trait for one forward pass (`tuner.for_task(id)`), so the trait and every
+/// backbone stay unchanged.
 pub trait BlockHooks {
     /// Branch input of the attention sub-layer, after LN1.
     fn attn_input(&self, _at: BlockId, x: Tensor<3>) -> Tensor<3> {

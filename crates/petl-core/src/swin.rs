@@ -364,7 +364,7 @@ impl SwinBlock {
     pub fn forward(&self, x: Tensor<3>, hooks: &dyn BlockHooks, at: BlockId) -> Tensor<3> {
         let lin = |layer: &Linear, site, input: Tensor<3>| {
             let y = layer.forward(input.clone());
-            hooks.linear(at, site, &input, y)
+            hooks.linear(if matches!(site, LinearSite::Fc1 | LinearSite::Fc2) { at.ffn() } else { at }, site, &input, y)
         };
         let c = x.dims()[2];
         let y = hooks.attn_input(at, self.norm1.forward(x.clone()));
@@ -384,10 +384,10 @@ impl SwinBlock {
         let ctx = self.window_attention(q, k, v, prompts, hooks, at);
         let h = hooks.attn_output(at, lin(&self.proj, LinearSite::AttnOut, ctx), &y);
         let x = x + self.drop_path.forward(h);
-        let x = hooks.mlp_residual(at, x);
-        let z = hooks.mlp_input(at, self.norm2.forward(x.clone()));
+        let x = hooks.mlp_residual(at.ffn(), x);
+        let z = hooks.mlp_input(at.ffn(), self.norm2.forward(x.clone()));
         let h = gelu(lin(&self.fc1, LinearSite::Fc1, z));
-        let h = hooks.mlp_output(at, lin(&self.fc2, LinearSite::Fc2, h));
+        let h = hooks.mlp_output(at.ffn(), lin(&self.fc2, LinearSite::Fc2, h));
         x + self.drop_path.forward(h)
     }
 
@@ -803,7 +803,9 @@ mod tests {
         for (block, chunk) in layout.blocks.iter().zip(calls.chunks(order.len())) {
             let tokens = cfg.stage_resolution(block.id.stage).pow(2);
             for ((at, what, dims), want) in chunk.iter().zip(order) {
-                assert_eq!((*at, what.as_str()), (block.id, want));
+                let ffn = matches!(want, "mlp_residual" | "mlp_input" | "Fc1" | "Fc2" | "mlp_output");
+                let expected = if ffn { block.id.ffn() } else { block.id };
+                assert_eq!((*at, what.as_str()), (expected, want));
                 let width = if want == "Fc1" { block.mlp_dim } else { block.dim };
                 assert_eq!(dims, &vec![2, tokens, width], "{what} in block {}", block.id.index);
             }

@@ -269,7 +269,7 @@ impl VitBlock {
     pub fn forward(&self, x: Tensor<3>, hooks: &dyn BlockHooks, at: BlockId) -> Tensor<3> {
         let lin = |layer: &Linear, site, input: Tensor<3>| {
             let y = layer.forward(input.clone());
-            hooks.linear(at, site, &input, y)
+            hooks.linear(if matches!(site, LinearSite::Fc1 | LinearSite::Fc2) { at.ffn() } else { at }, site, &input, y)
         };
         let y = hooks.attn_input(at, self.norm1.forward(x.clone()));
         let q = lin(&self.query, LinearSite::Query, y.clone());
@@ -281,11 +281,11 @@ impl VitBlock {
         let v = lin(&self.value, LinearSite::Value, kv);
         let ctx = hooks.attention(at, q, k, v, self.num_heads, &mask);
         let x = x + hooks.attn_output(at, lin(&self.proj, LinearSite::AttnOut, ctx), &y);
-        let x = hooks.mlp_residual(at, x);
-        let z = hooks.mlp_input(at, self.norm2.forward(x.clone()));
+        let x = hooks.mlp_residual(at.ffn(), x);
+        let z = hooks.mlp_input(at.ffn(), self.norm2.forward(x.clone()));
         let h = lin(&self.fc1, LinearSite::Fc1, z);
         let h = if self.quick_gelu { h.clone() * burn::tensor::activation::sigmoid(h * 1.702) } else { gelu(h) };
-        x + hooks.mlp_output(at, lin(&self.fc2, LinearSite::Fc2, h))
+        x + hooks.mlp_output(at.ffn(), lin(&self.fc2, LinearSite::Fc2, h))
     }
 }
 
