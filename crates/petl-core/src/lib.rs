@@ -43,20 +43,44 @@
 //! its config alone, so tuners are built, and parameters counted, without allocating the
 //! backbone. [`model::Classifier`] ties backbone, tuner and head together.
 //!
+//! Each hook call names tower, stage, block and sub-layer ([`hooks::BlockId`], with
+//! [`hooks::SubLayer`]: self-attention, cross-attention, FFN). Context a method needs per
+//! forward pass (the task id of a multi-task batch) reaches it through a borrowed view of its
+//! tuner that implements `BlockHooks` for that pass.
+//!
+//! ## Methods, tasks, merging
+//!
+//! - [`method::PetlMethod`] is a method (tuner type, serde config, parameter count from the
+//!   layout, build, merge); [`method::Entry`] registers it under a name, and a binary's method
+//!   list is the concatenation of the crates' entry lists ([`method::builtin`], `arc::methods`),
+//!   used through [`method::MethodEntry`] and [`method::AnyModel`] without naming a method.
+//! - [`train::Task`] is what the one loop ([`train::Trainer::fit_task`]) trains: batches
+//!   (Burn's `Batcher` role over [`data::Samples`]), loss, evaluation. Classification, VQA,
+//!   NLVR2-style pairs and contrastive retrieval are built in ([`train::vl`]); parameter
+//!   groups, gradient accumulation and multi-dataset sampling are the loop's.
+//! - [`merge`] folds methods into frozen weights once, against linear sites that every backbone
+//!   locates ([`merge::LinearSites`]).
+//!
 //! ## How the next methods plug in
 //!
 //! - **APT** (approximated prompt tuning): a tuner whose `attn_output(at, o, query_input)`
 //!   returns `(o + w ⊙ ReLU(H K_Pᵀ) P)·e^s` from the branch output `o` and its query-side input
 //!   `H`; its baseline deep prompt is [`tuners::DeepPrompt`] (`kv_prompts`), LoRA and the
-//!   adapters are the shared tuners; ViLT and METER are encoders of this crate built from the
-//!   same blocks (METER's cross-attention through [`nn::AttentionMask`] with `N_q ≠ N_kv` and
-//!   the cross-attention [`hooks::LinearSite`]s).
+//!   adapters are the shared tuners; ViLT and METER become encoders of this crate built from the
+//!   same blocks (METER's cross-attention sub-layers call the hooks at
+//!   [`hooks::SubLayer::CrossAttention`] with [`nn::AttentionMask`], `N_q ≠ N_kv`, and the
+//!   cross-attention [`hooks::LinearSite`]s). VQAv2 and NLVR2 train with [`train::vl::Vqa`] and
+//!   [`train::vl::VlClassification`]; the method registers one [`method::Entry`].
 //! - **UniPT**: the frozen encoders run on a device without autodiff and return every layer's
 //!   hidden states ([`encoder::EncodeOptions::with_hidden_states`]) as constants; the side
-//!   network is a plain module of the method crate that reads them; the model owns `forward`.
+//!   network is a plain module of the method crate that reads them (the pattern of
+//!   `tests/side_network.rs`); retrieval trains with [`train::vl::Retrieval`] (VSE∞'s hardest
+//!   triplet or CLIP4Clip's InfoNCE).
 //! - **VL-Adapter**: adapters, LoRA and prompts are tuners on the encoder and decoder towers
-//!   (`BlockId::tower` tells them apart; Hyperformer and Compacter generate their weights from
-//!   the task id).
+//!   (`BlockId::tower` tells them apart); Hyperformer and Compacter generate their weights from
+//!   the task id through a per-task view of the tuner; multi-task training is the loop's
+//!   several datasets with [`train::Sampling`], generation is [`train::objectives`]'
+//!   seq2seq cross-entropy and [`train::generate::Greedy`].
 //!
 //! The backend is never named here: code takes a [`burn::tensor::Device`]; the choice
 //! (flex, ndarray, wgpu, libtorch, cuda) happens once, in the binary.
