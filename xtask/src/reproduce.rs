@@ -222,8 +222,42 @@ fn merge_check(
 struct Runner<'a> {
     backbone: &'a BackboneConfig,
     weights: &'a dyn Fn() -> Result<petl_core::weights::TensorMap>,
+    /// What the pretrained weights and the data are (file digests, roots): part of every run's
+    /// settings, so a run folder is never reused for other inputs.
+    inputs: serde_json::Value,
     device: &'a Device,
     quiet: bool,
+}
+
+/// SHA-256 and size of a file: what a run's inputs are, whatever their paths.
+fn file_identity(path: &Path) -> Result<serde_json::Value> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let bytes = std::io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
+    let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(serde_json::json!({ "file": path.file_name().map(|n| n.to_string_lossy()), "bytes": bytes, "sha256": digest }))
+}
+
+/// Checks that `dir` holds no run of other settings: a run folder is keyed by everything that
+/// determines the run (method and its config, backbone, recipe, task, data, weights), and a
+/// folder written with other settings is an error, never silently reused or resumed.
+fn check_settings(dir: &Path, settings: &serde_json::Value) -> Result<()> {
+    let path = dir.join("config.json");
+    let Ok(bytes) = std::fs::read(&path) else { return Ok(()) };
+    let stored: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    if &stored == settings {
+        return Ok(());
+    }
+    let keys = |v: &serde_json::Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    let mut differ: Vec<String> = keys(settings).into_iter().filter(|k| stored.get(k) != settings.get(k)).collect();
+    differ.extend(keys(&stored).into_iter().filter(|k| settings.get(k).is_none()));
+    bail!(
+        "{} holds a run with other settings (they differ in: {}); choose another --out or remove that folder",
+        dir.display(),
+        differ.join(", ")
+    )
 }
 
 impl Runner<'_> {
@@ -255,7 +289,14 @@ impl Runner<'_> {
     ) -> Result<Cell> {
         let (backbone, device, quiet) = (self.backbone, self.device, self.quiet);
         let counts = spec.counts(backbone, train.num_classes())?;
-        // A finished run (complete report and its adapter checkpoint) is reused as it is.
+        let settings = serde_json::json!({
+            "method": spec.name(), "method_config": spec.config, "backbone": backbone, "train": &cfg,
+            "task": task, "classes": train.num_classes(), "inputs": self.inputs,
+            "data": { "train": [train.name(), train.len()], "test": [test.name(), test.len()] },
+        });
+        check_settings(dir, &settings)?;
+        // A finished run of these settings (complete report and its adapter checkpoint) is
+        // reused as it is.
         let finished = std::fs::read(dir.join("report.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<petl_core::train::TrainReport>(&bytes).ok())
@@ -263,13 +304,7 @@ impl Runner<'_> {
         let report = match finished {
             Some(report) => report,
             None => {
-                save_json(
-                    &dir.join("config.json"),
-                    &serde_json::json!({
-                        "method": spec.name(), "method_config": spec.config, "backbone": backbone, "train": &cfg,
-                        "task": task, "classes": train.num_classes(),
-                    }),
-                )?;
+                save_json(&dir.join("config.json"), &settings)?;
                 device.seed(cfg.seed); // initialisation of the method's parameters
                 let model = spec
                     .build(backbone, train.num_classes(), &device.clone().autodiff())?
@@ -398,7 +433,8 @@ fn run_embedded(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec
     let (backbone, weights_path) = pretrained_backbone(&e, args.seed, device, args.quiet)?;
     let specs = specs(args, &methods::names(), &backbone, true)?;
     let weights = || Ok(petl_core::weights::read_safetensors(&weights_path)?);
-    let runner = Runner { backbone: &backbone, weights: &weights, device, quiet: args.quiet };
+    let inputs = serde_json::json!({ "weights": file_identity(&weights_path)?, "data": "shapes world" });
+    let runner = Runner { backbone: &backbone, weights: &weights, inputs, device, quiet: args.quiet };
     let epochs = args.epochs.unwrap_or(e.epochs);
     let recipe = |m: &MethodSpec| {
         let cfg = embedded_recipe(m.entry.embedded_lr(), epochs, args.seed);
@@ -436,7 +472,11 @@ fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<Str
     let is_swin = matches!(backbone, BackboneConfig::Swin(_));
     let weights = || load_backbone_weights(&weights_path, &backbone);
     weights().with_context(|| format!("checking {}", weights_path.display()))?;
-    let runner = Runner { backbone: &backbone, weights: &weights, device, quiet: args.quiet };
+    let root = |r: &Option<PathBuf>| r.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    let inputs = serde_json::json!({
+        "weights": file_identity(&weights_path)?, "vtab_root": root(&args.vtab_root), "fgvc_root": root(&args.fgvc_root),
+    });
+    let runner = Runner { backbone: &backbone, weights: &weights, inputs, device, quiet: args.quiet };
     let size = backbone.image_size() as u32;
     let epochs = args.epochs.unwrap_or(100);
     let official = |lr: f64, wd: f64| arc::recipe::official(args.lr.unwrap_or(lr), wd, epochs, args.seed);

@@ -172,6 +172,27 @@ fn smoke_reproduce_learns_resumes_and_its_adapters_predict() {
     let again = ok(&["reproduce", "arc", "--scale", "smoke", "--out", out.to_str().unwrap(), "--quiet"]);
     let table = |s: &str| s.lines().filter(|l| l.starts_with('|')).map(str::to_owned).collect::<Vec<_>>();
     assert_eq!(table(&stdout), table(&again));
+    // Other settings never reuse (or resume) those runs: a clear error, nothing rewritten.
+    let config = std::fs::read(out.join("tint/arc/config.json")).unwrap();
+    let err =
+        fails(&["reproduce", "arc", "--scale", "smoke", "--out", out.to_str().unwrap(), "--quiet", "--lr", "0.5"]);
+    assert!(err.contains("holds a run with other settings") && err.contains("train"), "{err}");
+    let err = fails(&[
+        "reproduce",
+        "arc",
+        "--scale",
+        "smoke",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--bottleneck",
+        "4",
+    ]);
+    assert!(err.contains("method_config"), "{err}");
+    assert_eq!(std::fs::read(out.join("tint/arc/config.json")).unwrap(), config);
+    let zero = dir.path().join("zero");
+    let err = fails(&["reproduce", "arc", "--scale", "smoke", "--out", zero.to_str().unwrap(), "--epochs", "0"]);
+    assert!(err.contains("epochs must be at least 1"), "{err}");
 
     // The adapter-only checkpoint of that run predicts with the cached backbone.
     let adapter = out.join("tint/arc/adapter.safetensors");

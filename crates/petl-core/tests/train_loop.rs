@@ -122,3 +122,19 @@ fn multi_task_training_visits_every_dataset_and_evaluates_each() {
         assert!((epoch.test_metric.unwrap() - mean).abs() < 1e-9);
     }
 }
+
+#[test]
+fn bad_recipes_and_empty_sets_are_errors_before_training() {
+    let device = Device::flex().autodiff();
+    let train = ShapesDataset::new(ShapesTask::Tint, 8, 16, 1);
+    let empty = ShapesDataset::new(ShapesTask::Tint, 0, 16, 2);
+    let err = |cfg: TrainConfig, test: &ShapesDataset| {
+        let mut t = Trainer::new(cfg);
+        t.progress = false;
+        t.fit(model(&device), &train, test).unwrap_err().to_string()
+    };
+    assert!(err(TrainConfig::new(), &empty).contains("evaluation set `tint` is empty"));
+    assert!(err(TrainConfig::new().with_epochs(0), &train).contains("epochs must be at least 1"));
+    assert!(err(TrainConfig::new().with_lr(f64::NAN), &train).contains("lr must be finite and positive"));
+    assert!(err(TrainConfig::new().with_label_smoothing(1.0), &train).contains("label_smoothing"));
+}

@@ -99,6 +99,51 @@ impl<T: Tuner, E: crate::model::EncoderModule + crate::encoder::Encoder<Input = 
     }
 }
 
+impl TrainConfig {
+    /// Checks the recipe before anything trains: counts at least 1, a finite positive learning
+    /// rate, finite non-negative weight decay, a positive clipping norm, label smoothing in
+    /// `[0, 1)` (a warm-up longer than a short run is allowed: the run stays in warm-up).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field and its value.
+    pub fn check(&self) -> Result<()> {
+        let bad = |what: &str, v: &dyn std::fmt::Display| Err(Error::Config(format!("training recipe: {what} {v}")));
+        for (name, v) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("eval_batch_size", self.eval_batch_size),
+            ("grad_accumulation", self.grad_accumulation),
+        ] {
+            if v == 0 {
+                return bad(&format!("{name} must be at least 1, got"), &v);
+            }
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr must be finite and positive, got", &self.lr);
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight_decay must be finite and non-negative, got", &self.weight_decay);
+        }
+        if let Some(n) = self.grad_clip_norm.filter(|n| !(n.is_finite() && *n > 0.0)) {
+            return bad("grad_clip_norm must be finite and positive, got", &n);
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad("label_smoothing must be in [0, 1), got", &self.label_smoothing);
+        }
+        for g in &self.param_groups {
+            if !(g.lr_scale.is_finite() && g.lr_scale >= 0.0)
+                || g.weight_decay.is_some_and(|w| !(w.is_finite() && w >= 0.0))
+            {
+                return bad(
+                    &format!("parameter group `{}` needs a finite lr_scale ≥ 0 and weight decay ≥ 0, got", g.name),
+                    &format!("{} / {:?}", g.lr_scale, g.weight_decay),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One epoch's log line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochLog {
@@ -279,13 +324,14 @@ impl Trainer {
         if let Some(empty) = train.iter().find(|d| d.is_empty()) {
             return Err(Error::Config(format!("training set `{}` is empty", empty.name())));
         }
+        if let Some(empty) = eval.iter().find(|d| d.is_empty()) {
+            return Err(Error::Config(format!("evaluation set `{}` is empty", empty.name())));
+        }
+        cfg.check()?;
         for t in train {
             for e in eval {
                 task.check(*t, *e)?;
             }
-        }
-        if cfg.grad_accumulation == 0 || cfg.batch_size == 0 {
-            return Err(Error::Config("batch_size and grad_accumulation must be at least 1".into()));
         }
         let start = Instant::now();
         let device = model.devices().first().cloned().unwrap_or_default();
