@@ -343,8 +343,6 @@ impl Trainer {
         let last_update = if cfg.skip_last_update { total.saturating_sub(1) } else { total };
         let schedule = WarmupCosine::new(cfg.warmup_epochs * steps_per_epoch, total);
 
-        // As the official loop: the seed is set again just before training (dropout masks).
-        device.seed(cfg.seed);
         let mut model = model;
         let mut history = vec![];
         let mut step = 0;
@@ -383,6 +381,11 @@ impl Trainer {
         bar.set_position(step as u64);
 
         for epoch in first_epoch..cfg.epochs {
+            // The device RNG (dropout, drop path) is seeded at every epoch start from the seed
+            // and the epoch (epoch 0: the seed itself, set just before training as the official
+            // loop does): Burn cannot save the RNG's state, and this way a run resumed from an
+            // epoch checkpoint draws the same masks as an uninterrupted one.
+            device.seed(sampler::epoch_rng_seed(cfg.seed, epoch));
             let epoch_start = Instant::now();
             let plan = epoch_plan(&sizes, cfg.batch_size, cfg.seed, epoch, cfg.sampling);
             let (mut loss_sum, mut score_sum, mut scored, mut seen, mut lr) = (0.0, 0.0, 0usize, 0usize, 0.0);

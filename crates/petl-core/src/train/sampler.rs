@@ -70,6 +70,18 @@ pub fn epoch_plan(
     }
 }
 
+/// The device-RNG seed of epoch `epoch` (dropout and drop-path masks): `seed` for epoch 0, a
+/// SplitMix64 step of `seed ⊕ epoch` after.
+pub fn epoch_rng_seed(seed: u64, epoch: usize) -> u64 {
+    if epoch == 0 {
+        return seed;
+    }
+    let mut z = (seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// The augmentation seed of sample `index` of dataset `source` in `epoch`.
 pub fn sample_seed(seed: u64, epoch: usize, source: usize, index: usize) -> u64 {
     seed ^ ((epoch as u64) << 32) ^ ((source as u64) << 52) ^ index as u64
