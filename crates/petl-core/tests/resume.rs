@@ -1,7 +1,9 @@
 //! An interrupted run resumes exactly: the same tensors as an uninterrupted one (optimizer
 //! state, step count and shuffling included), and checkpoints/reports are complete files.
 
+mod common;
 use burn::prelude::*;
+use common::trainer;
 use petl_core::data::shapes::{ShapesDataset, ShapesTask};
 use petl_core::model::{BackboneConfig, Classifier, HeadInit, init_head};
 use petl_core::train::{TrainConfig, Trainer};
@@ -25,15 +27,6 @@ fn model(device: &Device) -> Classifier<petl_core::tuners::Lora> {
         }
     }
     petl_core::weights::apply(model, fixed).0
-}
-
-fn trainer(dir: &std::path::Path) -> Trainer {
-    let cfg =
-        TrainConfig::new().with_epochs(3).with_warmup_epochs(1).with_batch_size(16).with_lr(1e-2).with_eval_every(1);
-    let mut t = Trainer::new(cfg);
-    t.run_dir = Some(dir.to_path_buf());
-    t.progress = false;
-    t
 }
 
 #[test]

@@ -1,21 +1,13 @@
 //! Exact resume with stochastic layers. Its own test binary: Burn's device RNG is global, and
 //! tests running beside it in one process would draw from it.
 
+mod common;
 use burn::prelude::*;
+use common::trainer;
 use petl_core::data::shapes::{ShapesDataset, ShapesTask};
 use petl_core::model::{BackboneConfig, Classifier, HeadInit, init_head};
-use petl_core::train::{TrainConfig, Trainer};
 use petl_core::tuners::LoraConfig;
 use petl_core::weights::collect;
-
-fn trainer(dir: &std::path::Path) -> Trainer {
-    let cfg =
-        TrainConfig::new().with_epochs(3).with_warmup_epochs(1).with_batch_size(16).with_lr(1e-2).with_eval_every(1);
-    let mut t = Trainer::new(cfg);
-    t.run_dir = Some(dir.to_path_buf());
-    t.progress = false;
-    t
-}
 
 /// With stochastic layers (Swin's drop path), an interrupted run still resumes exactly: the loop
 /// seeds the device RNG per epoch, so the resumed epochs draw the same masks.
