@@ -115,6 +115,12 @@ fn read_input(args: &PredictArgs, size: usize) -> Result<(Vec<f32>, usize)> {
     if let Some(path) = &args.input {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a .npy file", path.display()))?;
+        if npy.order() == npyz::Order::Fortran {
+            bail!(
+                "{}: a Fortran-order (column-major) array; save it in C order (np.ascontiguousarray)",
+                path.display()
+            );
+        }
         let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
         if shape.len() != 4 || shape[1] != 3 || shape[2] != size || shape[3] != size {
             bail!("{}: shape {shape:?}, expected [N, 3, {size}, {size}]", path.display());

@@ -245,6 +245,50 @@ fn smoke_reproduce_learns_resumes_and_its_adapters_predict() {
         logits.to_str().unwrap(),
     ]);
     assert!(err.contains("another backbone"), "{err}");
+
+    // A Fortran-order input is refused, not read as C order.
+    let fortran = dir.path().join("f.npy");
+    {
+        use npyz::WriterBuilder;
+        let mut bytes = vec![];
+        let mut w = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .order(npyz::Order::Fortran)
+            .shape(&[3, 3, 16, 16])
+            .writer(&mut bytes)
+            .begin_nd()
+            .unwrap();
+        w.extend((0..3 * 3 * 16 * 16).map(|i| (i % 7) as f32 * 0.1)).unwrap();
+        w.finish().unwrap();
+        std::fs::write(&fortran, bytes).unwrap();
+    }
+    let args = |input: &Path, checkpoint: &Path, method: &'static str| {
+        vec![
+            "predict".to_string(),
+            method.to_string(),
+            "--checkpoint".into(),
+            checkpoint.to_str().unwrap().into(),
+            "--weights".into(),
+            backbone.to_str().unwrap().into(),
+            "--input".into(),
+            input.to_str().unwrap().into(),
+            "--output".into(),
+            logits.to_str().unwrap().into(),
+        ]
+    };
+    let run = |a: Vec<String>| fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(run(args(&fortran, &adapter, "arc")).contains("Fortran-order"));
+
+    // A full fine-tuning checkpoint without its backbone does not run a random backbone.
+    let (tensors, meta) = petl_core::checkpoint::load_adapter(&out.join("tint/full/adapter.safetensors")).unwrap();
+    let mut head_only = petl_core::weights::TensorMap::new("head only");
+    for (k, t) in tensors.tensors.into_iter().filter(|(k, _)| !k.starts_with("backbone.")) {
+        head_only.insert(k, t);
+    }
+    let head_path = dir.path().join("head-only.safetensors");
+    petl_core::checkpoint::save_adapter(&head_path, &head_only, &meta).unwrap();
+    let err = run(args(&x, &head_path, "full"));
+    assert!(err.contains("head-only.safetensors") && err.contains("backbone."), "{err}");
 }
 
 #[test]

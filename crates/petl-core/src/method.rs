@@ -233,7 +233,8 @@ pub trait AnyModel {
     fn load_backbone(self: Box<Self>, map: TensorMap) -> crate::Result<Box<dyn AnyModel>>;
 
     /// Loads tensors keyed by model paths (`tuner.*`, `head.*`, `backbone.*`) strictly, except
-    /// that backbone paths may be absent (adapter-only checkpoints).
+    /// that backbone paths may be absent (adapter-only checkpoints) when the method keeps the
+    /// backbone frozen.
     ///
     /// # Errors
     /// As [`AnyModel::load_backbone`].
@@ -306,7 +307,10 @@ impl<M: PetlMethod> AnyModel for Built<M> {
     fn load_tensors(self: Box<Self>, map: TensorMap) -> crate::Result<Box<dyn AnyModel>> {
         let source = map.source.clone();
         let (model, report) = crate::weights::apply(self.model, map);
-        report.check(&source, |p| p.starts_with("backbone."))?;
+        // A method that trains the backbone (full fine-tuning) needs it in its checkpoint: a
+        // head-only file must not run a randomly initialised backbone.
+        let frozen = !self.trains_backbone;
+        report.check(&source, |p| frozen && p.starts_with("backbone."))?;
         Ok(Self::boxed(model, self.trains_backbone))
     }
 
