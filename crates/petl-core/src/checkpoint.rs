@@ -79,6 +79,7 @@ pub fn save_adapter(path: &Path, tensors: &TensorMap, config: &serde_json::Value
 /// Reads an adapter-only checkpoint: its tensors and its config.
 pub fn load_adapter(path: &Path) -> Result<(TensorMap, serde_json::Value)> {
     let tensors = read_safetensors(path)?;
+    tensors.check_finite()?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::format(path, format!("bad safetensors header: {e}")))?;

@@ -83,6 +83,16 @@ fn truncated_safetensors_and_corrupt_npz_give_clear_errors() {
 
     let err = read_checkpoint(&dir.path().join("absent.pth")).unwrap_err().to_string();
     assert!(err.contains("absent.pth") && err.contains("not found"), "{err}");
+
+    // NaN or infinity in a weight: refused when read, naming the tensor and the element.
+    for (value, name) in [(f32::NAN, "nan.safetensors"), (f32::NEG_INFINITY, "inf.safetensors")] {
+        let mut map = TensorMap::new("test");
+        map.insert("w", HostTensor::new(vec![2, 2], vec![1.0, 2.0, value, 4.0]));
+        let path = dir.path().join(name);
+        petl_core::weights::write_safetensors(&path, &map, None).unwrap();
+        let err = read_checkpoint(&path).unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains("tensor `w` holds") && err.contains("element 2"), "{err}");
+    }
 }
 
 #[test]

@@ -252,7 +252,8 @@ impl FileDataset<FgvcTask> {
         let mut samples = Vec::with_capacity(entries.len());
         for (key, id) in entries {
             let label = labels.binary_search(&id).expect("id checked to be a train id");
-            let path = image_root.join(&key);
+            let path = super::path_inside(&image_root, &key)
+                .map_err(|msg| Error::format(&this_file, format!("key \"{key}\": {msg}")))?;
             if !path.is_file() {
                 return Err(Error::format(&this_file, format!("key \"{key}\": image {} not found", path.display())));
             }

@@ -5,7 +5,7 @@
 //! - [`preprocess`]: decoding and the papers' resize / crop / flip / normalisation.
 //! - [`shapes`]: the procedural, seedable shapes world of the embedded default.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -56,6 +56,26 @@ pub trait ImageDataset: Samples<ImageSample> {
     fn num_classes(&self) -> usize;
     /// Side of the square images produced.
     fn image_size(&self) -> usize;
+}
+
+/// `root/rel` for a path read from a list or annotation file, when `rel` is relative and stays
+/// inside `root` (no absolute path, no `..` climbing above it; symbolic links are not followed
+/// here). A file that names `../../etc/passwd` gets an error, not that file.
+pub(crate) fn path_inside(root: &Path, rel: &str) -> std::result::Result<PathBuf, String> {
+    use std::path::Component;
+    let mut depth = 0usize;
+    for c in Path::new(rel).components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir if depth > 0 => depth -= 1,
+            Component::ParentDir => return Err(format!("path '{rel}' leaves {}", root.display())),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!("path '{rel}' is absolute; paths are relative to {}", root.display()));
+            }
+        }
+    }
+    Ok(root.join(rel))
 }
 
 /// A task whose samples are image files on disk (VTAB-1k, FGVC).

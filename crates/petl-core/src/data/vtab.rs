@@ -193,7 +193,7 @@ impl FileDataset<VtabTask> {
             if label >= k {
                 return Err(at(format!("label {label} out of range 0..{k} for {task}")));
             }
-            let path = dir.join(rel);
+            let path = super::path_inside(&dir, rel).map_err(at)?;
             if !path.is_file() {
                 return Err(at(format!("image {} not found", path.display())));
             }
@@ -225,6 +225,16 @@ mod tests {
         VtabDataset::open(root.path(), VtabTask::Cifar, VtabSplit::Train800, Preprocess::vtab(8))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn list_paths_cannot_leave_the_task_folder() {
+        for (line, want) in
+            [("../../etc/passwd 0", "leaves"), ("/etc/passwd 0", "absolute"), ("images/../../x.png 1", "leaves")]
+        {
+            let err = open_err(line);
+            assert!(err.contains("train800.txt") && err.contains("line 1") && err.contains(want), "{err}");
+        }
     }
 
     #[test]

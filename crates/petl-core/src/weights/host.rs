@@ -118,6 +118,23 @@ impl TensorMap {
         self.tensors.insert(key.into(), tensor);
     }
 
+    /// An error naming the first tensor that holds a NaN or an infinity (and the element), so
+    /// that a corrupt or diverged checkpoint is refused when read, not trained on.
+    ///
+    /// # Errors
+    /// [`crate::Error::Weights`] naming the source, the key and the flat index.
+    pub fn check_finite(&self) -> crate::Result<()> {
+        for (key, t) in &self.tensors {
+            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+                return Err(crate::Error::Weights {
+                    source_name: self.source.clone(),
+                    msg: format!("tensor `{key}` holds {} at element {i}", t.data[i]),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Keys that remain, for "unexpected key" reports.
     pub fn keys(&self) -> Vec<String> {
         self.tensors.keys().cloned().collect()

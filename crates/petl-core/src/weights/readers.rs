@@ -100,12 +100,13 @@ pub fn read_pth(path: &Path) -> Result<TensorMap> {
     Ok(map)
 }
 
-/// Reads a checkpoint by extension: `.npz`, `.safetensors`, `.pth`/`.pt`/`.bin`.
+/// Reads a checkpoint by extension: `.npz`, `.safetensors`, `.pth`/`.pt`/`.bin`; a tensor
+/// holding NaN or infinity is an error naming it.
 pub fn read_checkpoint(path: &Path) -> Result<TensorMap> {
     if !path.exists() {
         return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found")));
     }
-    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+    let map = match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
         "npz" => read_npz(path),
         "safetensors" => read_safetensors(path),
         "pth" | "pt" | "bin" => read_pth(path),
@@ -113,7 +114,9 @@ pub fn read_checkpoint(path: &Path) -> Result<TensorMap> {
             path,
             format!("unknown checkpoint extension `.{other}` (expected .npz, .safetensors, .pth)"),
         )),
-    }
+    }?;
+    map.check_finite()?;
+    Ok(map)
 }
 
 /// Writes tensors as float32 safetensors, atomically (temporary file + rename).
