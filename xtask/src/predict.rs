@@ -197,6 +197,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         let spec = MethodSpec::stored(variant, serde_json::to_value(&arc)?)?;
         let size = vit.image_size;
         let backbone = BackboneConfig::Vit(vit);
+        backbone.validate().with_context(|| format!("{}: model configuration", args.checkpoint.display()))?;
         (spec.build(&backbone, shapes.num_classes, &device)?.load_tensors(arc::official::rename(raw)?)?, size)
     } else {
         let (tensors, meta) = petl_core::checkpoint::load_adapter(&args.checkpoint)?;
@@ -234,6 +235,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 bail!("{path}: checkpoint was trained on another backbone than --backbone {b}");
             }
         }
+        backbone.validate().with_context(|| format!("{path}: the backbone it was trained on"))?;
         let mut model = spec.build(&backbone, classes, &device)?;
         if !spec.entry.trains_backbone(&spec.config)? {
             let weights =

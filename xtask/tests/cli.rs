@@ -122,6 +122,20 @@ fn predict_runs_an_official_arc_checkpoint() {
         "y.npy",
     ]);
     assert!(err.contains("--config or --backbone"), "{err}");
+    let three_heads = config.replace(r#""num_heads":4"#, r#""num_heads":3"#);
+    let err = fails(&[
+        "predict",
+        "arc",
+        "--checkpoint",
+        fixture("arc_official.pth").to_str().unwrap(),
+        "--config",
+        &three_heads,
+        "--input",
+        "x.npy",
+        "--output",
+        "y.npy",
+    ]);
+    assert!(err.contains("not divisible by num_heads 3"), "{err}");
     let err = fails(&[
         "predict",
         "arc",

@@ -49,6 +49,18 @@ impl BackboneConfig {
         presets().read().unwrap_or_else(|e| e.into_inner()).iter().map(|(n, _)| n.clone()).collect()
     }
 
+    /// Checks the configuration before anything is allocated (sizes, divisibility, a sane
+    /// parameter count).
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] naming the field.
+    pub fn validate(&self) -> crate::Result<()> {
+        match self {
+            Self::Vit(c) => c.validate(),
+            Self::Swin(c) => c.validate(),
+        }
+    }
+
     /// Block layout.
     pub fn layout(&self) -> Layout {
         match self {

@@ -160,8 +160,20 @@ impl VitConfig {
         self.grid() * self.grid() + 1
     }
 
-    /// Checks divisibility constraints.
+    /// Checks sizes (non-zero), divisibility, and that the model fits in memory at all (at most
+    /// 2^34 parameters: a corrupt or hostile config must not ask for terabytes).
     pub fn validate(&self) -> crate::Result<()> {
+        for (name, v) in [
+            ("image_size", self.image_size),
+            ("hidden_size", self.hidden_size),
+            ("num_layers", self.num_layers),
+            ("mlp_dim", self.mlp_dim),
+            ("in_channels", self.in_channels),
+        ] {
+            if v == 0 {
+                return Err(crate::Error::Config(format!("{name} must be at least 1")));
+            }
+        }
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
             return Err(crate::Error::Config(format!(
                 "image_size {} is not a multiple of patch_size {}",
@@ -172,6 +184,15 @@ impl VitConfig {
             return Err(crate::Error::Config(format!(
                 "hidden_size {} is not divisible by num_heads {}",
                 self.hidden_size, self.num_heads
+            )));
+        }
+        let params = self.num_params();
+        if params > 1 << 34 {
+            return Err(crate::Error::Config(format!(
+                "this ViT has {params} parameters ({} GiB in f32): not a real model (image_size {}, hidden_size {})",
+                params / (1 << 28),
+                self.image_size,
+                self.hidden_size
             )));
         }
         Ok(())

@@ -100,4 +100,9 @@ fn config_param_count_matches_allocation_and_spec() {
     let tiny = VitConfig::tiny_test();
     assert_eq!(tiny.num_params(), burn::module::Module::num_params(&tiny.init(&Device::flex())));
     assert_eq!(VitConfig::vit_b16().num_params(), 85_798_656);
+    // Hostile or corrupt configs are errors before anything is allocated.
+    let huge = VitConfig::new(1 << 20, 1, 768, 12, 12, 3072).validate().unwrap_err().to_string();
+    assert!(huge.contains("not a real model"), "{huge}");
+    let zero = VitConfig::new(32, 4, 64, 0, 4, 128).validate().unwrap_err().to_string();
+    assert!(zero.contains("num_layers must be at least 1"), "{zero}");
 }
