@@ -138,3 +138,14 @@ fn bad_recipes_and_empty_sets_are_errors_before_training() {
     assert!(err(TrainConfig::new().with_lr(f64::NAN), &train).contains("lr must be finite and positive"));
     assert!(err(TrainConfig::new().with_label_smoothing(1.0), &train).contains("label_smoothing"));
 }
+
+#[test]
+fn reports_written_before_the_task_rename_still_load() {
+    let old = r#"{"epochs": [{"epoch": 1, "step": 2, "lr": 0.01, "train_loss": 1.5, "train_acc": 40.0,
+        "test_acc": 35.0, "samples_per_sec": 10.0}], "best_test_acc": 35.0, "final_test_acc": 35.0,
+        "trainable_params": 3, "frozen_params": 4, "optimizer_state_tensors": 2, "samples_per_sec": 10.0,
+        "peak_rss_bytes": null, "wall_secs": 1.0, "resumed_from_epoch": 0}"#;
+    let report: petl_core::train::TrainReport = serde_json::from_str(old).unwrap();
+    assert_eq!((report.best_test, report.final_test, report.epochs[0].train_metric), (35.0, 35.0, 40.0));
+    assert_eq!(report.metric, "top-1 accuracy (%)");
+}

@@ -179,10 +179,10 @@ pub struct TrainReport {
     #[serde(default = "top1_name")]
     pub metric: String,
     /// Best evaluation metric over evaluations (%) — the papers' protocol.
-    #[serde(alias = "best_test")]
+    #[serde(alias = "best_test_acc")]
     pub best_test: f64,
     /// Evaluation metric after the last epoch (%).
-    #[serde(alias = "final_test")]
+    #[serde(alias = "final_test_acc")]
     pub final_test: f64,
     /// Parameters that received gradients.
     pub trainable_params: usize,
