@@ -58,6 +58,15 @@ pub trait ImageDataset: Samples<ImageSample> {
     fn image_size(&self) -> usize;
 }
 
+/// One SplitMix64 output for state `x` (Steele, Lea, Flood 2014): the seed mixer of the shapes
+/// world's samples and of the training loop's per-epoch RNG seeds.
+pub(crate) fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// `root/rel` for a path read from a list or annotation file, when `rel` is relative and stays
 /// inside `root` (no absolute path, no `..` climbing above it; symbolic links are not followed
 /// here). A file that names `../../etc/passwd` gets an error, not that file.

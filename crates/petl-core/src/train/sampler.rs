@@ -76,10 +76,7 @@ pub fn epoch_rng_seed(seed: u64, epoch: usize) -> u64 {
     if epoch == 0 {
         return seed;
     }
-    let mut z = (seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    crate::data::splitmix64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// The augmentation seed of sample `index` of dataset `source` in `epoch`.

@@ -52,9 +52,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 
 use super::render::render;
+use super::sample_seed;
 use super::scene::{ObjectConfig, Scene, SceneConfig};
 use super::shape::{Colour, SceneObject, ShapeKind};
-use super::splitmix64;
 use crate::data::Samples;
 use crate::data::preprocess::Normalization;
 use crate::data::vl::{VlSample, VlTarget};
@@ -211,7 +211,7 @@ impl ShapesVl {
     /// Scene(s), text and target of sample `index` (any index; [`get`](Samples::get) checks
     /// the range).
     pub fn example(&self, index: usize) -> ShapesVlExample {
-        let mut rng = StdRng::seed_from_u64(vl_seed(self.seed, self.task.name(), index));
+        let mut rng = StdRng::seed_from_u64(sample_seed(self.seed, self.task.name(), index));
         let single =
             |scene: Scene, text: String, target: VlTarget| ShapesVlExample { scenes: vec![scene], text, target };
         match self.task {
@@ -240,7 +240,7 @@ impl ShapesVl {
             VlTask::Retrieval => {
                 let images = self.num_images().max(1);
                 let (id, variant) = (index % images, index / images);
-                let mut image_rng = StdRng::seed_from_u64(vl_seed(self.seed, "shapes-retrieval/image", id));
+                let mut image_rng = StdRng::seed_from_u64(sample_seed(self.seed, "shapes-retrieval/image", id));
                 let scene = caption_scene(&mut image_rng);
                 let text = caption(&scene, variant);
                 single(scene, text, VlTarget::Match(id))
@@ -381,15 +381,6 @@ pub fn word_tokenizer() -> Result<tokenizers::Tokenizer> {
     tokenizer.with_post_processor(Some(template));
     tokenizer.add_special_tokens(&SPECIAL_TOKENS.map(|t| AddedToken::from(t, true)));
     Ok(tokenizer)
-}
-
-/// The RNG seed of sample `index` of the task named `name` under `seed`, computed as
-/// [`ShapesDataset`](super::ShapesDataset)'s: SplitMix64 steps over the seed, an FNV-1a hash of
-/// the name and the index.
-fn vl_seed(seed: u64, name: &str, index: usize) -> u64 {
-    let name_hash =
-        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    [name_hash, index as u64].into_iter().fold(splitmix64(seed), |h, v| splitmix64(h ^ v))
 }
 
 /// The plural of a kind's name, e.g. `"crosses"`.

@@ -48,7 +48,7 @@ pub use shape::{BBox, Colour, SceneObject, ShapeKind};
 pub use tasks::ShapesTask;
 
 use super::preprocess::Normalization;
-use super::{ImageDataset, ImageSample, Samples};
+use super::{ImageDataset, ImageSample, Samples, splitmix64};
 use crate::{Error, Result};
 
 /// `len` generated samples of a [`ShapesTask`] at `size × size` pixels.
@@ -89,7 +89,7 @@ impl ShapesDataset {
 
     /// The scene of sample `index` (any index; [`get`](ImageDataset::get) checks the range).
     pub fn scene(&self, index: usize) -> Scene {
-        let mut rng = StdRng::seed_from_u64(sample_seed(self.seed, self.task, index));
+        let mut rng = StdRng::seed_from_u64(sample_seed(self.seed, self.task.name(), index));
         self.task.sample_scene(&mut rng, self.label(index))
     }
 }
@@ -126,20 +126,13 @@ impl Samples<ImageSample> for ShapesDataset {
     }
 }
 
-/// The RNG seed of sample `index` of `task` under `seed`: SplitMix64 steps over the seed, an
-/// FNV-1a hash of the task name (stable under reordering of the enum) and the index.
-fn sample_seed(seed: u64, task: ShapesTask, index: usize) -> u64 {
+/// The RNG seed of sample `index` of the task named `name` under `seed`: SplitMix64 steps over
+/// the seed, an FNV-1a hash of the name (stable under reordering of the task enums) and the
+/// index. Shared by the classification tasks and the generated language.
+pub(super) fn sample_seed(seed: u64, name: &str, index: usize) -> u64 {
     let name_hash =
-        task.name().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     [name_hash, index as u64].into_iter().fold(splitmix64(seed), |h, v| splitmix64(h ^ v))
-}
-
-/// One SplitMix64 output for state `x`.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
