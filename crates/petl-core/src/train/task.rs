@@ -104,6 +104,40 @@ pub fn for_each_batch<I: Send>(
     Ok(())
 }
 
+/// Cross-entropy of `logits` against `labels` (label-smoothed when `smoothing > 0`) and the
+/// number of correct arg-max predictions: the training output of every classification task.
+pub fn cross_entropy_top1(logits: Tensor<2>, labels: Tensor<1, Int>, smoothing: f64) -> TaskOutput {
+    let [b] = labels.dims();
+    let correct = logits.clone().argmax(1).reshape([b]).equal(labels.clone()).float().sum();
+    let mut loss = CrossEntropyLossConfig::new();
+    if smoothing > 0.0 {
+        loss = loss.with_smoothing(Some(smoothing as f32));
+    }
+    let loss = loss.init(&logits.device()).forward(logits, labels);
+    TaskOutput { loss, score_sum: Some(correct) }
+}
+
+/// Top-1 accuracy (%) of a classification task over `data`: `logits_and_labels` turns one
+/// batch of items into its logits and labels.
+///
+/// # Errors
+/// A sample that cannot be read or batched.
+pub fn top1_accuracy<I: Send>(
+    data: &dyn Samples<I>,
+    batch_size: usize,
+    mut logits_and_labels: impl FnMut(Vec<I>) -> Result<(Tensor<2>, Tensor<1, Int>)>,
+) -> Result<f64> {
+    let mut correct = 0usize;
+    for_each_batch(data, batch_size, |items| {
+        let n = items.len();
+        let (logits, labels) = logits_and_labels(items)?;
+        let pred = logits.argmax(1).reshape([n]);
+        correct += pred.equal(labels).int().sum().into_scalar::<i64>() as usize;
+        Ok(())
+    })?;
+    Ok(100.0 * correct as f64 / data.len().max(1) as f64)
+}
+
 /// A model the classification task trains: images `[B, 3, H, W]` -> logits `[B, K]`.
 pub trait Classify: Module {
     /// Logits.
@@ -135,28 +169,15 @@ impl<M: Classify> Task<M> for Classification {
     }
 
     fn forward(&self, model: &M, (images, labels): Self::Batch) -> TaskOutput {
-        let [b] = labels.dims();
-        let logits = model.logits(images);
-        let pred = logits.clone().argmax(1).reshape([b]);
-        let correct = pred.equal(labels.clone()).float().sum();
-        let mut loss = CrossEntropyLossConfig::new();
-        if self.label_smoothing > 0.0 {
-            loss = loss.with_smoothing(Some(self.label_smoothing as f32));
-        }
-        let loss = loss.init(&logits.device()).forward(logits, labels);
-        TaskOutput { loss, score_sum: Some(correct) }
+        cross_entropy_top1(model.logits(images), labels, self.label_smoothing)
     }
 
     fn evaluate(&self, model: &M, data: &dyn Samples<ImageSample>, batch_size: usize) -> Result<Evaluation> {
         let device = model.devices().first().cloned().unwrap_or_default();
-        let mut correct = 0usize;
-        for_each_batch(data, batch_size, |items| {
-            let n = items.len();
+        let top1 = top1_accuracy(data, batch_size, |items| {
             let (images, labels) = <Self as Task<M>>::batch(self, items, &device)?;
-            let pred = model.logits(images).argmax(1).reshape([n]);
-            correct += pred.equal(labels).int().sum().into_scalar::<i64>() as usize;
-            Ok(())
+            Ok((model.logits(images), labels))
         })?;
-        Ok(Evaluation::single("top1", 100.0 * correct as f64 / data.len().max(1) as f64))
+        Ok(Evaluation::single("top1", top1))
     }
 }

@@ -5,12 +5,11 @@
 //! [`DualEncoder`]); the tasks own tokenisation, batching, losses and metrics.
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
 use super::objectives::{Recall, retrieval_recall, symmetric_infonce, triplet_loss, vqa_score, vqa_soft_bce};
-use super::task::{Evaluation, Task, TaskOutput, for_each_batch};
+use super::task::{Evaluation, Task, TaskOutput, cross_entropy_top1, for_each_batch, top1_accuracy};
 use crate::bert::TextInput;
 use crate::data::Samples;
 use crate::data::text::HfTokenizer;
@@ -52,6 +51,18 @@ fn vl_input(tokenizer: &HfTokenizer, max_len: usize, items: &[VlSample], device:
     Ok(VlInput { text, images })
 }
 
+/// The target of every item, as `pick` reads it; an item whose target `pick` does not accept is
+/// an error: "sample {i} of the batch {what}: {target}".
+fn targets<'a, T>(items: &'a [VlSample], what: &str, pick: impl Fn(&'a VlTarget) -> Option<T>) -> Result<Vec<T>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            pick(&s.target).ok_or_else(|| Error::Config(format!("sample {i} of the batch {what}: {:?}", s.target)))
+        })
+        .collect()
+}
+
 /// A model that maps an image–text input to one logit row: answer logits for VQA, two classes
 /// (false, true) for NLVR2.
 pub trait VlClassify: Module {
@@ -79,18 +90,19 @@ impl<M: VlClassify> Task<M> for Vqa {
     }
 
     fn batch(&self, items: Vec<VlSample>, device: &Device) -> Result<Self::Batch> {
-        let mut targets = Vec::with_capacity(items.len() * self.answers);
-        for (i, s) in items.iter().enumerate() {
-            let VlTarget::Answers(answers) = &s.target else {
-                return Err(Error::Config(format!("sample {i} of the batch is not a VQA sample: {:?}", s.target)));
-            };
+        let answers = targets(&items, "is not a VQA sample", |t| match t {
+            VlTarget::Answers(a) => Some(a),
+            _ => None,
+        })?;
+        let mut dense = Vec::with_capacity(items.len() * self.answers);
+        for (i, answers) in answers.into_iter().enumerate() {
             if let Some((a, _)) = answers.iter().find(|(a, _)| *a >= self.answers) {
                 return Err(Error::Config(format!("sample {i}: answer {a} outside the {} answers", self.answers)));
             }
-            targets.extend(soft_scores(answers, self.answers));
+            dense.extend(soft_scores(answers, self.answers));
         }
-        let targets = Tensor::from_data(TensorData::new(targets, [items.len(), self.answers]), device);
-        Ok((vl_input(&self.tokenizer, self.max_len, &items, device)?, targets))
+        let dense = Tensor::from_data(TensorData::new(dense, [items.len(), self.answers]), device);
+        Ok((vl_input(&self.tokenizer, self.max_len, &items, device)?, dense))
     }
 
     fn forward(&self, model: &M, (input, targets): Self::Batch) -> TaskOutput {
@@ -132,37 +144,25 @@ impl<M: VlClassify> Task<M> for VlClassification {
     }
 
     fn batch(&self, items: Vec<VlSample>, device: &Device) -> Result<Self::Batch> {
-        let labels = items
-            .iter()
-            .enumerate()
-            .map(|(i, s)| match s.target {
-                VlTarget::Class(c) => Ok(c as i64),
-                ref other => Err(Error::Config(format!("sample {i} of the batch has no class target: {other:?}"))),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let labels = targets(&items, "has no class target", |t| match t {
+            VlTarget::Class(c) => Some(*c as i64),
+            _ => None,
+        })?;
         let labels = Tensor::from_data(TensorData::new(labels, [items.len()]), device);
         Ok((vl_input(&self.tokenizer, self.max_len, &items, device)?, labels))
     }
 
     fn forward(&self, model: &M, (input, labels): Self::Batch) -> TaskOutput {
-        let [b] = labels.dims();
-        let logits = model.vl_logits(input);
-        let correct = logits.clone().argmax(1).reshape([b]).equal(labels.clone()).float().sum();
-        let loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits, labels);
-        TaskOutput { loss, score_sum: Some(correct) }
+        cross_entropy_top1(model.vl_logits(input), labels, 0.0)
     }
 
     fn evaluate(&self, model: &M, data: &dyn Samples<VlSample>, batch_size: usize) -> Result<Evaluation> {
         let device = model.devices().first().cloned().unwrap_or_default();
-        let mut correct = 0usize;
-        for_each_batch(data, batch_size, |items| {
-            let n = items.len();
+        let accuracy = top1_accuracy(data, batch_size, |items| {
             let (input, labels) = <Self as Task<M>>::batch(self, items, &device)?;
-            let pred = model.vl_logits(input).argmax(1).reshape([n]);
-            correct += pred.equal(labels).int().sum().into_scalar::<i64>() as usize;
-            Ok(())
+            Ok((model.vl_logits(input), labels))
         })?;
-        Ok(Evaluation::single("accuracy", 100.0 * correct as f64 / data.len().max(1) as f64))
+        Ok(Evaluation::single("accuracy", accuracy))
     }
 }
 
@@ -213,14 +213,10 @@ impl<M: DualEncoder> Task<M> for Retrieval {
     }
 
     fn batch(&self, items: Vec<VlSample>, device: &Device) -> Result<Self::Batch> {
-        let ids = items
-            .iter()
-            .enumerate()
-            .map(|(i, s)| match s.target {
-                VlTarget::Match(id) => Ok(id),
-                ref other => Err(Error::Config(format!("sample {i} of the batch is not a retrieval pair: {other:?}"))),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let ids = targets(&items, "is not a retrieval pair", |t| match t {
+            VlTarget::Match(id) => Some(*id),
+            _ => None,
+        })?;
         Ok((vl_input(&self.tokenizer, self.max_len, &items, device)?, ids))
     }
 
