@@ -141,12 +141,13 @@ fn time_training(
     let mut gradients = GradientCounts::default();
     for i in 0..total {
         let t0 = Instant::now();
-        let (m, counts) = model.train_step((x.clone(), y.clone()), &mut opt);
+        // Gradients are counted on the first (untimed unless warm-up is 0) step only.
+        let (m, counts) = model.train_step((x.clone(), y.clone()), &mut opt, i == 0);
         model = m;
         if i >= args.warmup {
             steps.push(t0.elapsed().as_secs_f64());
         }
-        if i == 0 {
+        if let Some(counts) = counts {
             gradients = counts;
         }
     }

@@ -151,6 +151,22 @@ fn predict_runs_an_official_arc_checkpoint() {
     assert!(err.contains("absent.pth"), "{err}");
 }
 
+/// Three 16 × 16 RGB inputs `[3, 3, 16, 16]` as a float32 `.npy` in `order`.
+fn write_images_npy(path: &Path, order: npyz::Order) {
+    use npyz::WriterBuilder;
+    let mut bytes = vec![];
+    let mut w = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .order(order)
+        .shape(&[3, 3, 16, 16])
+        .writer(&mut bytes)
+        .begin_nd()
+        .unwrap();
+    w.extend((0..3 * 3 * 16 * 16).map(|i| (i % 7) as f32 * 0.1)).unwrap();
+    w.finish().unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
 #[test]
 fn smoke_reproduce_learns_resumes_and_its_adapters_predict() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,19 +233,7 @@ fn smoke_reproduce_learns_resumes_and_its_adapters_predict() {
         .find(|p| p.to_string_lossy().contains("shapes-vit-s16-p4-d32-l2"))
         .expect("smoke backbone cached");
     let x = dir.path().join("x.npy");
-    {
-        use npyz::WriterBuilder;
-        let mut bytes = vec![];
-        let mut w = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .shape(&[3, 3, 16, 16])
-            .writer(&mut bytes)
-            .begin_nd()
-            .unwrap();
-        w.extend((0..3 * 3 * 16 * 16).map(|i| (i % 7) as f32 * 0.1)).unwrap();
-        w.finish().unwrap();
-        std::fs::write(&x, bytes).unwrap();
-    }
+    write_images_npy(&x, npyz::Order::C);
     let logits = dir.path().join("logits.npy");
     ok(&[
         "predict",
@@ -262,20 +266,7 @@ fn smoke_reproduce_learns_resumes_and_its_adapters_predict() {
 
     // A Fortran-order input is refused, not read as C order.
     let fortran = dir.path().join("f.npy");
-    {
-        use npyz::WriterBuilder;
-        let mut bytes = vec![];
-        let mut w = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .order(npyz::Order::Fortran)
-            .shape(&[3, 3, 16, 16])
-            .writer(&mut bytes)
-            .begin_nd()
-            .unwrap();
-        w.extend((0..3 * 3 * 16 * 16).map(|i| (i % 7) as f32 * 0.1)).unwrap();
-        w.finish().unwrap();
-        std::fs::write(&fortran, bytes).unwrap();
-    }
+    write_images_npy(&fortran, npyz::Order::Fortran);
     let args = |input: &Path, checkpoint: &Path, method: &'static str| {
         vec![
             "predict".to_string(),

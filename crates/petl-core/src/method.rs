@@ -277,12 +277,14 @@ pub trait AnyModel {
     fn optimization(&self, config: &TrainConfig, schedule: WarmupCosine) -> Optimization;
 
     /// One training step of the loop on a classification batch (forward, backward, clipping,
-    /// AdamW), with the gradients it produced counted.
+    /// AdamW); with `count_gradients`, the gradients it produced are counted (outside the step's
+    /// own work, so a timed step need not pay for it).
     fn train_step(
         self: Box<Self>,
         batch: (Tensor<4>, Tensor<1, Int>),
         optimization: &mut Optimization,
-    ) -> (Box<dyn AnyModel>, GradientCounts);
+        count_gradients: bool,
+    ) -> (Box<dyn AnyModel>, Option<GradientCounts>);
 }
 
 struct Built<M: PetlMethod> {
@@ -357,9 +359,10 @@ impl<M: PetlMethod> AnyModel for Built<M> {
         self: Box<Self>,
         batch: (Tensor<4>, Tensor<1, Int>),
         optimization: &mut Optimization,
-    ) -> (Box<dyn AnyModel>, GradientCounts) {
+        count_gradients: bool,
+    ) -> (Box<dyn AnyModel>, Option<GradientCounts>) {
         let (grads, loss, score) = backward(&Classification::default(), &self.model, batch, None);
-        let counts = measure_gradients(&self.model, &grads);
+        let counts = count_gradients.then(|| measure_gradients(&self.model, &grads));
         let (model, _) = optimization.update(self.model, grads);
         loss.into_scalar::<f32>();
         if let Some(score) = score {
