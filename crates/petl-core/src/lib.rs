@@ -103,7 +103,9 @@ pub mod ops;
 pub mod swin;
 pub mod train;
 pub mod tuners;
+pub mod vilt;
 pub mod vit;
+pub mod vl_model;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -288,6 +288,12 @@ pub struct VitBlock {
 impl VitBlock {
     /// x: `[B, N, D]` -> `[B, N, D]`.
     pub fn forward(&self, x: Tensor<3>, hooks: &dyn BlockHooks, at: BlockId) -> Tensor<3> {
+        self.forward_masked(x, hooks, at, &AttentionMask::none())
+    }
+
+    /// As [`VitBlock::forward`], with keys masked by `mask` (padded text and image tokens of a
+    /// single-stream vision–language model such as ViLT).
+    pub fn forward_masked(&self, x: Tensor<3>, hooks: &dyn BlockHooks, at: BlockId, mask: &AttentionMask) -> Tensor<3> {
         let lin = |layer: &Linear, site, input: Tensor<3>| {
             let y = layer.forward(input.clone());
             hooks.linear(if matches!(site, LinearSite::Fc1 | LinearSite::Fc2) { at.ffn() } else { at }, site, &input, y)
@@ -295,8 +301,8 @@ impl VitBlock {
         let y = hooks.attn_input(at, self.norm1.forward(x.clone()));
         let q = lin(&self.query, LinearSite::Query, y.clone());
         let (kv, mask) = match hooks.kv_prompts(at) {
-            Some(p) => prepend_prompts(self.norm1.forward(p), y.clone(), AttentionMask::none()),
-            None => (y.clone(), AttentionMask::none()),
+            Some(p) => prepend_prompts(self.norm1.forward(p), y.clone(), mask.clone()),
+            None => (y.clone(), mask.clone()),
         };
         let k = lin(&self.key, LinearSite::Key, kv.clone());
         let v = lin(&self.value, LinearSite::Value, kv);

@@ -281,3 +281,125 @@ impl<M: DualEncoder> Task<M> for Retrieval {
         Ok(e)
     }
 }
+
+/// Image–text retrieval with a single-stream (cross-encoder) model that scores each (image,
+/// text) pair, as ViLT and METER fine-tune on Flickr30K: every training caption is scored with
+/// its image together with `negatives` captions drawn uniformly from `pool` (the training
+/// captions; a draw may accidentally match), and the loss is the cross-entropy over those
+/// `1 + negatives` scores with the positive as the target. Evaluation scores every image with
+/// every caption and reports recall@1/5/10 both ways (`i2t_r@K` = TR, `t2i_r@K` = IR); the
+/// primary metric is the mean of the six.
+///
+/// The model's [`VlClassify::vl_logits`] gives the score `[B, 1]` of each pair. Negatives are
+/// drawn from a seed derived from the batch's texts and [`PairRetrieval::seed`], so a resumed
+/// run draws the same ones.
+pub struct PairRetrieval {
+    /// The model's tokenizer.
+    pub tokenizer: HfTokenizer,
+    /// Positions of the text encoder.
+    pub max_len: usize,
+    /// Negatives per positive (15 in ViLT's recipe).
+    pub negatives: usize,
+    /// Captions the negatives are drawn from.
+    pub pool: Vec<String>,
+    /// Seed of the draws.
+    pub seed: u64,
+}
+
+impl PairRetrieval {
+    fn negatives_for(&self, items: &[VlSample]) -> Vec<String> {
+        let mut h = self.seed ^ 0x9e37_79b9_7f4a_7c15;
+        for s in items {
+            for b in s.text.bytes() {
+                h = crate::data::splitmix64(h ^ u64::from(b));
+            }
+        }
+        (0..items.len() * self.negatives)
+            .map(|k| {
+                let r = crate::data::splitmix64(h.wrapping_add(k as u64));
+                self.pool[(r % self.pool.len().max(1) as u64) as usize].clone()
+            })
+            .collect()
+    }
+}
+
+impl<M: VlClassify> Task<M> for PairRetrieval {
+    type Item = VlSample;
+    type Batch = (VlInput, usize);
+
+    fn metric_name(&self) -> String {
+        "mean recall@1/5/10, both ways (%)".into()
+    }
+
+    fn batch(&self, items: Vec<VlSample>, device: &Device) -> Result<Self::Batch> {
+        targets(&items, "is not a retrieval pair", |t| match t {
+            VlTarget::Match(id) => Some(*id),
+            _ => None,
+        })?;
+        if self.pool.is_empty() && self.negatives > 0 {
+            return Err(Error::Config("retrieval training needs captions to draw negatives from".into()));
+        }
+        let group = 1 + self.negatives;
+        let negatives = self.negatives_for(&items);
+        let mut rows = Vec::with_capacity(items.len() * group);
+        for (i, s) in items.iter().enumerate() {
+            rows.push(s.clone());
+            for text in &negatives[i * self.negatives..(i + 1) * self.negatives] {
+                rows.push(VlSample { text: text.clone(), ..s.clone() });
+            }
+        }
+        Ok((vl_input(&self.tokenizer, self.max_len, &rows, device)?, group))
+    }
+
+    fn forward(&self, model: &M, (input, group): Self::Batch) -> TaskOutput {
+        let scores = model.vl_logits(input);
+        let [n, _] = scores.dims();
+        let b = n / group;
+        let labels = Tensor::<1, Int>::zeros([b], &scores.device());
+        cross_entropy_top1(scores.reshape([b, group]), labels, 0.0)
+    }
+
+    fn evaluate(&self, model: &M, data: &dyn Samples<VlSample>, batch_size: usize) -> Result<Evaluation> {
+        let device = model.devices().first().cloned().unwrap_or_default();
+        let mut texts: Vec<VlSample> = vec![];
+        let mut images: Vec<(usize, VlSample)> = vec![];
+        for_each_batch(data, batch_size, |items| {
+            for s in items {
+                let VlTarget::Match(id) = s.target else {
+                    return Err(Error::Config(format!("sample `{}` is not a retrieval pair", s.text)));
+                };
+                if !images.iter().any(|(i, _)| *i == id) {
+                    images.push((id, s.clone()));
+                }
+                texts.push(s);
+            }
+            Ok(())
+        })?;
+        let (n_images, n_texts) = (images.len(), texts.len());
+        let mut scores = Vec::with_capacity(n_images * n_texts);
+        for (_, image) in &images {
+            for chunk in texts.chunks(batch_size.max(1)) {
+                let rows: Vec<VlSample> =
+                    chunk.iter().map(|t| VlSample { text: t.text.clone(), ..image.clone() }).collect();
+                let input = vl_input(&self.tokenizer, self.max_len, &rows, &device)?;
+                scores.extend(crate::weights::HostTensor::from_tensor(&model.vl_logits(input)).data);
+            }
+        }
+        let position: Vec<usize> = texts
+            .iter()
+            .map(|t| match t.target {
+                VlTarget::Match(id) => images.iter().position(|(i, _)| *i == id).expect("every image is listed"),
+                _ => unreachable!("checked above"),
+            })
+            .collect();
+        let Recall { ks, image_to_text, text_to_image } = retrieval_recall(&scores, n_images, &position, &[1, 5, 10]);
+        let mut e = Evaluation::default();
+        for (k, (i2t, t2i)) in ks.iter().zip(image_to_text.iter().zip(&text_to_image)) {
+            e.metrics.insert(format!("i2t_r@{k}"), *i2t);
+            e.metrics.insert(format!("t2i_r@{k}"), *t2i);
+        }
+        e.primary = (image_to_text.iter().sum::<f64>() + text_to_image.iter().sum::<f64>()) / 6.0;
+        e.metrics.insert("rsum".into(), e.primary * 6.0);
+        Ok(e)
+    }
+}

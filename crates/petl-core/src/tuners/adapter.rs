@@ -1,10 +1,14 @@
 //! Bottleneck adapter (Houlsby et al. 2019, the "Adapter" row of the VTAB tables): after the
-//! attention and the FFN sub-layers, `h ← h + up(GELU(down(h)))` with `down: [D, r]`,
-//! `up: [r, D]` (zero-initialised, so the adapter starts as the identity). Not mergeable.
+//! attention and the FFN sub-layers, `h ← h + up(σ(down(h)))` with `down: [D, r]`, `up: [r, D]`.
+//! Two initialisations and activations cover the papers: GELU with Xavier `down` and zero `up`
+//! (the adapter starts as the identity; the ARC/VTAB baseline), or ReLU with every weight
+//! `N(0, std²)` and zero biases (the APT paper's ViLT/METER baseline, `std = 0.01`). Not
+//! mergeable.
 
 use crate::ops::gelu;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::hooks::{BlockHooks, BlockId, Layout};
 
@@ -14,28 +18,76 @@ pub struct BottleneckAdapterConfig {
     /// Bottleneck width `r`.
     #[config(default = 8)]
     pub bottleneck: usize,
+    /// The activation between the projections.
+    #[config(default = "Activation::Gelu")]
+    pub activation: Activation,
+    /// `Some(std)`: both weights `N(0, std²)`, biases zero (APT's baseline); `None`: Xavier
+    /// `down`, zero `up` (Houlsby's identity start).
+    #[config(default = "None")]
+    pub init_std: Option<f64>,
 }
 
-/// One down–GELU–up adapter.
+/// The non-linearity of an adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// Exact GELU.
+    Gelu,
+    /// ReLU.
+    Relu,
+}
+
+impl Activation {
+    /// Applies the activation.
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::Gelu => gelu(x),
+            Self::Relu => burn::tensor::activation::relu(x),
+        }
+    }
+}
+
+/// One down–σ–up adapter.
 #[derive(Module, Debug)]
 pub struct Bottleneck {
     /// `[D, r]` with bias.
     pub down: Linear,
-    /// `[r, D]` with bias, zeros at init.
+    /// `[r, D]` with bias.
     pub up: Linear,
+    /// σ.
+    pub relu: bool,
 }
 
 impl Bottleneck {
-    fn init(dim: usize, r: usize, device: &Device) -> Self {
+    /// A bottleneck `D → r → D` initialised as `config` says.
+    pub fn init(dim: usize, config: &BottleneckAdapterConfig, device: &Device) -> Self {
+        let r = config.bottleneck;
+        let (down, up) = match config.init_std {
+            Some(std) => {
+                let n = Initializer::Normal { mean: 0.0, std };
+                (n.clone(), n)
+            }
+            None => (Initializer::XavierUniform { gain: 1.0 }, Initializer::Zeros),
+        };
+        // APT's initialisation zeroes the biases; Houlsby's keeps Burn's default bias init.
+        let zero_bias = |mut l: Linear| {
+            if config.init_std.is_some() {
+                let n = l.weight.dims()[1];
+                l.bias = Some(burn::module::Param::from_tensor(Tensor::zeros([n], device)));
+            }
+            l
+        };
         Self {
-            down: LinearConfig::new(dim, r).with_initializer(Initializer::XavierUniform { gain: 1.0 }).init(device),
-            up: LinearConfig::new(r, dim).with_initializer(Initializer::Zeros).init(device),
+            down: zero_bias(LinearConfig::new(dim, r).with_initializer(down).init(device)),
+            up: zero_bias(LinearConfig::new(r, dim).with_initializer(up).init(device)),
+            relu: config.activation == Activation::Relu,
         }
     }
 
-    /// h: `[B, N, D]` -> `h + up(GELU(down(h)))`.
+    /// h: `[B, N, D]` -> `h + up(σ(down(h)))`.
     pub fn forward(&self, h: Tensor<3>) -> Tensor<3> {
-        h.clone() + self.up.forward(gelu(self.down.forward(h)))
+        let act = if self.relu { Activation::Relu } else { Activation::Gelu };
+        h.clone() + self.up.forward(act.apply(self.down.forward(h)))
     }
 }
 
@@ -57,7 +109,7 @@ impl BottleneckAdapterConfig {
 
     /// Allocates the adapters for `layout`.
     pub fn init(&self, layout: &Layout, device: &Device) -> BottleneckAdapter {
-        let make = || layout.blocks.iter().map(|b| Bottleneck::init(b.dim, self.bottleneck, device)).collect();
+        let make = || layout.blocks.iter().map(|b| Bottleneck::init(b.dim, self, device)).collect();
         BottleneckAdapter { attn: make(), mlp: make() }
     }
 }

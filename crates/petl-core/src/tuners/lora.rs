@@ -1,6 +1,7 @@
 //! LoRA (Hu et al. 2021) on the query and value projections:
-//! `y = x W + c + s · (x A) B`, `A ∈ R^{D×r}` (Kaiming-uniform as in PEFT), `B ∈ R^{r×D}` (zeros),
-//! `s = α / r`. Merging folds `s·A·B` into `W` exactly.
+//! `y = x W + c + s · (x A) B`, `A ∈ R^{D×r}` (Kaiming-uniform as in PEFT, or `N(0, std²)` as in
+//! the APT paper's ViLT/METER code, where `std = 1` and `α = r`, i.e. no scaling), `B ∈ R^{r×D}`
+//! (zeros), `s = α / r`. Merging folds `s·A·B` into `W` exactly.
 
 use burn::module::Param;
 use burn::nn::Initializer;
@@ -20,6 +21,9 @@ pub struct LoraConfig {
     /// Scale numerator `α` (`s = α / r`).
     #[config(default = 8.0)]
     pub alpha: f64,
+    /// `Some(std)`: `A ~ N(0, std²)`; `None`: PEFT's Kaiming-uniform.
+    #[config(default = "None")]
+    pub a_std: Option<f64>,
 }
 
 /// The low-rank pair of one linear.
@@ -32,8 +36,11 @@ pub struct LoraPair {
 }
 
 impl LoraPair {
-    fn init(d_in: usize, d_out: usize, rank: usize, device: &Device) -> Self {
-        let a = Initializer::KaimingUniform { gain: 1.0 / 3f64.sqrt(), fan_out_only: false };
+    fn init(d_in: usize, d_out: usize, rank: usize, a_std: Option<f64>, device: &Device) -> Self {
+        let a = match a_std {
+            Some(std) => Initializer::Normal { mean: 0.0, std },
+            None => Initializer::KaimingUniform { gain: 1.0 / 3f64.sqrt(), fan_out_only: false },
+        };
         Self {
             a: a.init_with([d_in, rank], Some(d_in), Some(rank), device),
             b: Initializer::Zeros.init([rank, d_out], device),
@@ -65,7 +72,8 @@ impl LoraConfig {
 
     /// Allocates LoRA for `layout`.
     pub fn init(&self, layout: &Layout, device: &Device) -> Lora {
-        let pairs = || layout.blocks.iter().map(|b| LoraPair::init(b.dim, b.dim, self.rank, device)).collect();
+        let pairs =
+            || layout.blocks.iter().map(|b| LoraPair::init(b.dim, b.dim, self.rank, self.a_std, device)).collect();
         Lora { query: pairs(), value: pairs(), scale: self.alpha / self.rank as f64 }
     }
 }

@@ -6,10 +6,12 @@ use burn::prelude::*;
 
 pub mod adapter;
 pub mod lora;
+pub mod parallel;
 pub mod prompt;
 
-pub use adapter::{BottleneckAdapter, BottleneckAdapterConfig};
+pub use adapter::{Activation, Bottleneck, BottleneckAdapter, BottleneckAdapterConfig};
 pub use lora::{Lora, LoraConfig};
+pub use parallel::{ParallelAdapter, ParallelAdapterConfig};
 pub use prompt::{DeepPrompt, DeepPromptConfig};
 
 /// `x [B, N, D_in] · w [D_in, D_out] -> [B, N, D_out]`.

@@ -1,0 +1,73 @@
+//! The APT module (`approximate_prompt` of the official code, identical in its ViLT and METER
+//! code bases).
+//!
+//! Deep prompt tuning appends `M` learnable tokens to every attention's keys and values, at a
+//! cost of `3·M·d² + 2·N·M·d` per layer. APT replaces them with an additive term computed
+//! beside the frozen attention, after its output projection. For an attention output `O` and
+//! that attention's query-side input `H` (both `[B, N, d]`):
+//!
+//! ```text
+//! K_P = P + (P·A)·B               [M, d]    input-independent; K_P = P at init (B = 0)
+//! S   = ReLU(H · K_Pᵀ)            [B, N, M] no 1/√d, no softmax, no mask, one "head" over d
+//! E   = S · P                     [B, N, d] the values are the raw prompts
+//! w   = stopgrad(max_m S)         [B, N, 1]
+//! out = (O + w ⊙ E) · exp(s)      the scale multiplies the frozen branch too
+//! ```
+//!
+//! Parameters per module: `P: [M, d]` (`mm_tokens`, `N(0, 0.02²)`), `A: [d, r]` (`mm.0`,
+//! `N(0, 1)`; torch stores `[r, d]`), `B: [r, d]` (`mm.1`, zeros), `s: [1]` (`scale`, 0) —
+//! `M·d + 2·d·r + 1`, 1,916,940 on ViLT-B/32 with M = 200, r = 4. The dropout on `S` of the
+//! official code has p = 0 in every released configuration and is not implemented. Cost:
+//! `2·N·M·d + 2·M·d·r` multiply-adds.
+
+use burn::module::Param;
+use burn::nn::Initializer;
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+use petl_core::tuners::matmul_tokens;
+
+/// One APT module.
+#[derive(Module, Debug)]
+pub struct AptModule {
+    /// Prompts `P: [M, d]`.
+    pub prompts: Param<Tensor<2>>,
+    /// Low-rank down factor `A: [d, r]`.
+    pub a: Param<Tensor<2>>,
+    /// Low-rank up factor `B: [r, d]`.
+    pub b: Param<Tensor<2>>,
+    /// Log-scale `s: [1]`.
+    pub scale: Param<Tensor<1>>,
+}
+
+impl AptModule {
+    /// A module of `num_prompts` prompts and rank `rank` for width `dim`, initialised as the
+    /// official code does; `freeze_scale` leaves `s` at 0 without gradient (the released METER
+    /// code's trainable filter).
+    pub fn init(dim: usize, num_prompts: usize, rank: usize, freeze_scale: bool, device: &Device) -> Self {
+        let scale = Initializer::Zeros.init([1], device);
+        Self {
+            prompts: Initializer::Normal { mean: 0.0, std: 0.02 }.init([num_prompts, dim], device),
+            a: Initializer::Normal { mean: 0.0, std: 1.0 }.init([dim, rank], device),
+            b: Initializer::Zeros.init([rank, dim], device),
+            scale: if freeze_scale { scale.set_require_grad(false) } else { scale },
+        }
+    }
+
+    /// `K_P = P + (P·A)·B`: `[M, d]`.
+    pub fn prompt_keys(&self) -> Tensor<2> {
+        let p = self.prompts.val();
+        p.clone() + p.matmul(self.a.val()).matmul(self.b.val())
+    }
+
+    /// `out = (O + stopgrad(max_m S) ⊙ S·P) · exp(s)` with `S = ReLU(H·K_Pᵀ)`.
+    ///
+    /// # Shapes
+    /// o, h: `[B, N, d]` -> `[B, N, d]`.
+    pub fn forward(&self, o: Tensor<3>, h: Tensor<3>) -> Tensor<3> {
+        let scores = relu(matmul_tokens(h, self.prompt_keys().transpose()));
+        let weight = scores.clone().max_dim(2).detach();
+        let diffused = matmul_tokens(scores, self.prompts.val());
+        (o + weight * diffused) * self.scale.val().exp().reshape([1, 1, 1])
+    }
+}

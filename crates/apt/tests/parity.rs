@@ -1,0 +1,245 @@
+//! Parity with a PyTorch ViLT + APT and every baseline written from the paper and the official
+//! code (fixtures made by `tools/fixtures/apt_vilt.py`, official key names, f64 reference):
+//! the APT module and its gradients, ViLT's text and image embeddings (padding, interpolated
+//! positions), and the pooled features, last hidden states and head logits of every method.
+
+use std::path::Path;
+
+use apt::{AptConfig, AptModule, Variant, VariantConfig, VlTuner, official};
+use burn::module::Module;
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use petl_core::bert::TextInput;
+use petl_core::encoder::{EncodeOptions, Encoder};
+use petl_core::train::vl::{VlClassify, VlInput};
+use petl_core::vilt::{ViltConfig, ViltInput};
+use petl_core::vl_model::{ViltModel, VlHeadKind};
+use petl_core::weights::{HostTensor, TensorMap, read_safetensors};
+
+fn fixture_path(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn fixture(name: &str) -> TensorMap {
+    read_safetensors(&fixture_path(name)).unwrap()
+}
+
+/// The fixture's tensors, int64 ones converted to f32 (ids and masks are small integers).
+fn io_fixture() -> TensorMap {
+    let bytes = std::fs::read(fixture_path("vilt_tiny_io.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut map = TensorMap::new("vilt_tiny_io");
+    for (name, view) in st.tensors() {
+        let data: Vec<f32> = match view.dtype() {
+            safetensors::Dtype::I64 => {
+                view.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+            }
+            safetensors::Dtype::F32 => {
+                view.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+            }
+            other => panic!("{name}: {other:?}"),
+        };
+        map.insert(name, HostTensor::new(view.shape().to_vec(), data));
+    }
+    map
+}
+
+fn device() -> Device {
+    petl_core::device::device_from_name("flex").unwrap()
+}
+
+fn max_diff<const D: usize>(ours: Tensor<D>, want: &HostTensor) -> f32 {
+    let ours = HostTensor::from_tensor(&ours);
+    assert_eq!(ours.shape, want.shape);
+    ours.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+}
+
+fn ints(t: &HostTensor, device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = t.data.iter().map(|&v| v as i64).collect();
+    Tensor::from_data(TensorData::new(data, [t.shape[0], t.shape[1]]), device)
+}
+
+fn config() -> ViltConfig {
+    ViltConfig::new(100, 64, 2, 4, 128, 12, 8, 32).with_modality_types(3)
+}
+
+fn variants() -> VariantConfig {
+    VariantConfig::new()
+        .with_apt(AptConfig::new().with_num_prompts(10).with_rank(4))
+        .with_deep_prompts(10)
+        .with_lora_rank(4)
+        .with_adapter_bottleneck(8)
+        .with_pa_bottleneck(8)
+}
+
+/// The model of `variant` with `head`, loaded from the fixture's official state dict.
+fn model(variant: Variant, head: VlHeadKind) -> ViltModel<VlTuner> {
+    let device = device();
+    let cfg = config();
+    let mut src = fixture("vilt_tiny.safetensors");
+    if variant != Variant::Classifier {
+        for (k, v) in fixture(&format!("vilt_tiny_{}.safetensors", variant.name())).tensors {
+            src.insert(k, v);
+        }
+    }
+    let m = ViltModel::new(
+        cfg.init(&device),
+        variants().init(variant, &cfg.layout(), &device),
+        head,
+        Some(1),
+        None,
+        &device,
+    );
+    let (m, report) = official::load(m, src).unwrap();
+    assert!(report.missing.is_empty() && report.mismatched.is_empty(), "{variant:?}: {report}");
+    let foreign_heads =
+        |k: &String| k.starts_with("token_type") || k.contains("classifier") || k.starts_with("rank_output");
+    assert!(report.unexpected.iter().all(foreign_heads), "{variant:?}: {report}");
+    m
+}
+
+fn text(io: &TensorMap, device: &Device) -> TextInput {
+    TextInput {
+        input_ids: ints(&io.tensors["input_ids"], device),
+        attention_mask: ints(&io.tensors["text_mask"], device),
+        token_type_ids: None,
+    }
+}
+
+fn pixels(io: &TensorMap, name: &str, device: &Device) -> Tensor<4> {
+    io.tensors[name].to_tensor(device)
+}
+
+#[test]
+fn apt_module_and_gradients_match_the_reference() {
+    let device = Device::flex().autodiff();
+    let fx = fixture("apt_unit.safetensors");
+    let t = |k: &str| fx.tensors[k].clone();
+    let module = AptModule {
+        prompts: burn::module::Param::from_tensor(t("mm_tokens").to_tensor::<2>(&device).require_grad()),
+        a: burn::module::Param::from_tensor(t("mm.0.weight").t().to_tensor::<2>(&device).require_grad()),
+        b: burn::module::Param::from_tensor(t("mm.1.weight").t().to_tensor::<2>(&device).require_grad()),
+        scale: burn::module::Param::from_tensor(t("scale").to_tensor::<1>(&device).require_grad()),
+    };
+    let out = module.forward(t("O").to_tensor(&device), t("H").to_tensor(&device));
+    assert!(max_diff(out.clone(), &t("out")) < 1e-4);
+    let loss = (out * t("G").to_tensor::<3>(&device)).sum();
+    let grads = loss.backward();
+    let grad = |p: &burn::module::Param<Tensor<2>>| p.val().grad(&grads).expect("a gradient");
+    let rel = |ours: HostTensor, want: HostTensor| {
+        let scale = want.data.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+        ours.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) / scale
+    };
+    assert!(rel(HostTensor::from_tensor(&grad(&module.prompts)), t("grad.mm_tokens")) < 1e-4);
+    assert!(rel(HostTensor::from_tensor(&grad(&module.a)), t("grad.mm.0.weight").t()) < 1e-4);
+    assert!(rel(HostTensor::from_tensor(&grad(&module.b)), t("grad.mm.1.weight").t()) < 1e-4);
+    let gs = module.scale.val().grad(&grads).expect("a gradient");
+    assert!(rel(HostTensor::from_tensor(&gs), t("grad.scale")) < 1e-4);
+}
+
+/// With `B = 0` and `s = 0`, APT is the formula written out by hand: `O + max(S)·S·P` with
+/// `S = ReLU(H·Pᵀ)`.
+#[test]
+fn apt_at_init_is_the_formula() {
+    let device = device();
+    let module = AptModule::init(8, 3, 2, false, &device);
+    let o = Tensor::<3>::random([2, 4, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let h = Tensor::<3>::random([2, 4, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let ours = HostTensor::from_tensor(&module.forward(o.clone(), h.clone()));
+    let (o, h) = (HostTensor::from_tensor(&o), HostTensor::from_tensor(&h));
+    let p = HostTensor::from_tensor(&module.prompts.val());
+    for bn in 0..8 {
+        let hrow = &h.data[bn * 8..bn * 8 + 8];
+        let s: Vec<f32> = (0..3).map(|m| (0..8).map(|k| hrow[k] * p.data[m * 8 + k]).sum::<f32>().max(0.0)).collect();
+        let w = s.iter().cloned().fold(0.0f32, f32::max);
+        for k in 0..8 {
+            let e: f32 = (0..3).map(|m| s[m] * p.data[m * 8 + k]).sum();
+            let want = o.data[bn * 8 + k] + w * e;
+            assert!((ours.data[bn * 8 + k] - want).abs() < 1e-5);
+        }
+    }
+}
+
+#[test]
+fn vilt_embeddings_match_the_reference() {
+    let device = device();
+    let io = io_fixture();
+    let m = model(Variant::Classifier, VlHeadKind::Vqa { answers: 7 });
+    assert!(max_diff(m.backbone.embed_text(&text(&io, &device)), &io.tensors["text_embeds"]) < 1e-4);
+    let (tokens, padding) = m.backbone.embed_images(pixels(&io, "pixels", &device));
+    assert!(max_diff(tokens, &io.tensors["image_embeds"]) < 1e-4);
+    let valid: Vec<f32> =
+        padding.into_data().try_to_vec::<bool>().unwrap().iter().map(|p| if *p { 0.0 } else { 1.0 }).collect();
+    assert_eq!(valid, io.tensors["image_mask"].data);
+}
+
+#[test]
+fn every_method_matches_the_reference() {
+    let device = device();
+    let io = io_fixture();
+    for (variant, name) in [
+        (Variant::Classifier, "plain"),
+        (Variant::Apt, "apt"),
+        (Variant::DeepPrompt, "deep-prompt"),
+        (Variant::Lora, "lora"),
+        (Variant::Adapter, "adapter"),
+        (Variant::ScaledPa, "scaled-pa"),
+    ] {
+        let m = model(variant, VlHeadKind::Vqa { answers: 7 });
+        // The reference's plain model keeps the [CLS] embedding (no token4classifier).
+        let class_token = if name == "plain" { None } else { m.class_token.as_ref().map(|c| c.val()) };
+        let input =
+            ViltInput { text: text(&io, &device), images: pixels(&io, "pixels", &device), image_type: 1, class_token };
+        m.backbone.check_input(&input).unwrap();
+        let out = m.backbone.encode(input, &m.tuner, EncodeOptions::default());
+        let d_pooled = max_diff(out.pooled, &io.tensors[&format!("pooled.{name}")]);
+        let d_last = max_diff(out.last, &io.tensors[&format!("last.{name}")]);
+        assert!(d_pooled < 1e-4 && d_last < 1e-4, "{name}: pooled {d_pooled}, last {d_last}");
+    }
+}
+
+#[test]
+fn heads_match_the_reference() {
+    let device = device();
+    let io = io_fixture();
+    let input = |pair: bool| VlInput {
+        text: text(&io, &device),
+        images: if pair {
+            vec![pixels(&io, "pixels", &device), pixels(&io, "pixels_pair", &device)]
+        } else {
+            vec![pixels(&io, "pixels", &device)]
+        },
+    };
+    let vqa = model(Variant::Apt, VlHeadKind::Vqa { answers: 7 }).vl_logits(input(false));
+    assert!(max_diff(vqa, &io.tensors["vqa_logits.apt"]) < 1e-4);
+    let nlvr2 = model(Variant::Apt, VlHeadKind::Nlvr2).vl_logits(input(true));
+    assert!(max_diff(nlvr2, &io.tensors["nlvr2_logits.apt"]) < 1e-4);
+    let rank = model(Variant::Apt, VlHeadKind::Rank).vl_logits(input(false));
+    assert!(max_diff(rank, &io.tensors["rank.apt"]) < 1e-4);
+    // The pretrained ITM head on the plain model.
+    let src = fixture("vilt_tiny.safetensors");
+    let itm = official::itm_head(&src, &device).unwrap();
+    let plain = model(Variant::Classifier, VlHeadKind::Rank);
+    let input = ViltInput {
+        text: text(&io, &device),
+        images: pixels(&io, "pixels", &device),
+        image_type: 1,
+        class_token: None,
+    };
+    let pooled = plain.backbone.encode(input, &plain.tuner, EncodeOptions::default()).pooled;
+    assert!(max_diff(itm.forward(pooled), &io.tensors["itm_logits.plain"]) < 1e-4);
+    // The retrieval head starts from the ITM head's "match" row.
+    let fresh = ViltModel::new(
+        config().init(&device),
+        VlTuner::Plain(Default::default()),
+        VlHeadKind::Rank,
+        None,
+        Some(&itm),
+        &device,
+    );
+    let petl_core::vl_model::VlHead::Rank(r) = &fresh.head else { panic!("rank head") };
+    let w = HostTensor::from_tensor(&r.weight.val());
+    let want = src.tensors["itm_score.fc.weight"].rows(1, 2);
+    assert_eq!(w.data, want.data);
+    let _ = fresh.num_params();
+}

@@ -1,0 +1,200 @@
+//! A single-stream vision–language model for downstream tasks: a [`Vilt`] encoder, any tuner
+//! (the method, driving the encoder's hooks), an optional learned class token replacing the
+//! text's first embedding (APT's `token4classifier`), and the task head of ViLT's fine-tuning
+//! code (`vilt/modules/vilt_module.py`):
+//!
+//! | head | input | layers |
+//! |---|---|---|
+//! | VQA (`vqa_classifier`) | pooled `[B, D]` | Linear(D → 2D) → LN → GELU → Linear(2D → answers) |
+//! | NLVR2 (`nlvr2_classifier`) | `[pooled(image₀, type 1) ; pooled(image₁, type 2)]` `[B, 2D]` | Linear(2D → 2D) → LN → GELU → Linear(2D → 2) |
+//! | retrieval (`rank_output`) | pooled `[B, D]` | Linear(D → 1), initialised from the "match" row of the pretrained ITM head |
+//!
+//! Heads: weights `N(0, 0.02²)`, biases 0, LN `γ = 1`, `β = 0` (eps 1e-5).
+//!
+//! Trainable sets ([`ViltModel::petl_trainable`]): a PETL method trains its tuner, the head,
+//! the class token, the pooler and both token-type tables (the official filter's `pooler` and
+//! `token_type_embeddings` substrings match the text's own table too); everything else is
+//! frozen (no gradient, no optimizer state). Full tuning ([`ViltModel::fully_trainable`]) trains
+//! every parameter.
+
+use burn::module::{ModuleMapper, Param};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use serde::{Deserialize, Serialize};
+
+use crate::bert::TextInput;
+use crate::encoder::{EncodeOptions, Encoder};
+use crate::model::Tuner;
+use crate::ops::gelu;
+use crate::train::vl::{VlClassify, VlInput};
+use crate::vilt::{Vilt, ViltInput};
+
+/// Linear → LayerNorm → GELU → Linear.
+#[derive(Module, Debug)]
+pub struct MlpHead {
+    /// First linear.
+    pub fc1: Linear,
+    /// LayerNorm on its output.
+    pub norm: LayerNorm,
+    /// Output linear.
+    pub fc2: Linear,
+}
+
+fn head_linear(i: usize, o: usize, device: &Device) -> Linear {
+    let mut l = LinearConfig::new(i, o).with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 }).init(device);
+    l.bias = Some(Param::from_tensor(Tensor::zeros([o], device)));
+    l
+}
+
+impl MlpHead {
+    /// `input → hidden → out`, initialised as ViLT's heads.
+    pub fn new(input: usize, hidden: usize, out: usize, device: &Device) -> Self {
+        Self {
+            fc1: head_linear(input, hidden, device),
+            norm: LayerNormConfig::new(hidden).init(device),
+            fc2: head_linear(hidden, out, device),
+        }
+    }
+
+    /// `[B, F] -> [B, out]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.fc2.forward(gelu(self.norm.forward(self.fc1.forward(x))))
+    }
+}
+
+/// Which head a model carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VlHeadKind {
+    /// VQA over `answers` answers.
+    Vqa {
+        /// Size of the answer vocabulary.
+        answers: usize,
+    },
+    /// True/false over an image pair.
+    Nlvr2,
+    /// One matching score per (image, text) pair.
+    Rank,
+}
+
+/// A task head.
+#[derive(Module, Debug)]
+pub enum VlHead {
+    /// VQA head.
+    Vqa(MlpHead),
+    /// NLVR2 pair head.
+    Nlvr2(MlpHead),
+    /// Retrieval score.
+    Rank(Linear),
+}
+
+/// Encoder, tuner, class token and head.
+#[derive(Module, Debug)]
+pub struct ViltModel<T: Tuner> {
+    /// The encoder (frozen except pooler and token types for PETL methods).
+    pub backbone: Vilt,
+    /// The method.
+    pub tuner: T,
+    /// `token4classifier` `[D]`: replaces the text's first embedding when present.
+    pub class_token: Option<Param<Tensor<1>>>,
+    /// The task head.
+    pub head: VlHead,
+}
+
+struct RequireGrad(bool);
+
+impl ModuleMapper for RequireGrad {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.set_require_grad(self.0)
+    }
+}
+
+/// Marks every parameter of `module` trainable.
+pub fn trainable<M: Module>(module: M) -> M {
+    module.map(&mut RequireGrad(true))
+}
+
+/// The text embedding of token `id` at position 0 with type 0, `LN(word[id] + pos[0] +
+/// type[0])`: APT's deterministic `token4classifier` initialisation (the [CLS] embedding).
+pub fn class_token_init(backbone: &Vilt, id: usize) -> Tensor<1> {
+    let device = backbone.word_embeddings.weight.device();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![id as i64], [1, 1]), &device);
+    let text = TextInput { input_ids: ids, attention_mask: Tensor::ones([1, 1], &device), token_type_ids: None };
+    let d = backbone.hidden_size();
+    backbone.embed_text(&text).reshape([d]).detach()
+}
+
+impl<T: Tuner> ViltModel<T> {
+    /// A model for `head` around `backbone` and `tuner`. `class_token`: the token id whose
+    /// embedding initialises a learned class token (`None`: no class token, full tuning).
+    /// `itm`: the pretrained ITM head `[D, 2]`, whose "match" column initialises the retrieval
+    /// head (a fresh head otherwise).
+    pub fn new(
+        backbone: Vilt,
+        tuner: T,
+        head: VlHeadKind,
+        class_token: Option<usize>,
+        itm: Option<&Linear>,
+        device: &Device,
+    ) -> Self {
+        let d = backbone.hidden_size();
+        let head = match head {
+            VlHeadKind::Vqa { answers } => VlHead::Vqa(MlpHead::new(d, 2 * d, answers, device)),
+            VlHeadKind::Nlvr2 => VlHead::Nlvr2(MlpHead::new(2 * d, 2 * d, 2, device)),
+            VlHeadKind::Rank => {
+                let mut rank = head_linear(d, 1, device);
+                if let Some(itm) = itm {
+                    rank.weight = Param::from_tensor(itm.weight.val().narrow(1, 1, 1).detach());
+                    if let Some(b) = &itm.bias {
+                        rank.bias = Some(Param::from_tensor(b.val().narrow(0, 1, 1).detach()));
+                    }
+                }
+                VlHead::Rank(rank)
+            }
+        };
+        let class_token = class_token.map(|id| Param::from_tensor(class_token_init(&backbone, id)));
+        Self { backbone, tuner, class_token, head }
+    }
+
+    /// The PETL trainable set (module docs): the backbone frozen except its pooler and
+    /// token-type tables; tuner, class token and head trainable.
+    pub fn petl_trainable(mut self) -> Self {
+        let mut b = self.backbone.no_grad();
+        b.pooler = trainable(b.pooler);
+        b.token_type_embeddings = trainable(b.token_type_embeddings);
+        b.text_token_type_embeddings = trainable(b.text_token_type_embeddings);
+        self.backbone = b;
+        self
+    }
+
+    /// Every parameter trainable (full tuning).
+    pub fn fully_trainable(self) -> Self {
+        trainable(self)
+    }
+
+    /// The pooled feature of texts with image slot `images` of modality type `image_type`.
+    pub fn pooled(&self, text: TextInput, images: Tensor<4>, image_type: usize) -> Tensor<2> {
+        let input = ViltInput { text, images, image_type, class_token: self.class_token.as_ref().map(|c| c.val()) };
+        self.backbone.encode(input, &self.tuner, EncodeOptions::default()).pooled
+    }
+}
+
+impl<T: Tuner> VlClassify for ViltModel<T> {
+    /// VQA: answer logits `[B, answers]`; NLVR2: `[B, 2]` (false, true); retrieval: the
+    /// matching score `[B, 1]`.
+    fn vl_logits(&self, input: VlInput) -> Tensor<2> {
+        let mut images = input.images.into_iter();
+        let first = images.next().expect("at least one image slot");
+        match &self.head {
+            VlHead::Vqa(h) => h.forward(self.pooled(input.text, first, 1)),
+            VlHead::Rank(h) => h.forward(self.pooled(input.text, first, 1)),
+            VlHead::Nlvr2(h) => {
+                let second = images.next().expect("NLVR2 needs two image slots");
+                let a = self.pooled(input.text.clone(), first, 1);
+                let b = self.pooled(input.text, second, 2);
+                h.forward(Tensor::cat(vec![a, b], 1))
+            }
+        }
+    }
+}
