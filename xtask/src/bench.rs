@@ -28,7 +28,9 @@ pub struct BenchArgs {
     /// adapter, deep-prompt, linear, full.
     #[arg(long, value_delimiter = ',', default_value = "arc,lora,adapter,linear,full")]
     pub method: Vec<String>,
-    /// Backbone preset (`vit-ti16` is the ViT-Tiny-like model of BACKENDS.md).
+    /// Backbone preset (`vit-ti16` is the ViT-Tiny-like model of BACKENDS.md); `vilt-b32` or
+    /// `vilt-tiny` bench the APT paper's variants (apt, deep-prompt, lora, adapter, scaled-pa,
+    /// classifier, full) on ViLT.
     #[arg(long, default_value = "vit-ti16")]
     pub backbone: String,
     /// Batch size.
@@ -339,6 +341,9 @@ fn plot(rows: &[Row], path: &Path) -> Result<()> {
 
 /// Entry point of `bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.backbone.starts_with("vilt") {
+        return crate::apt::bench(&args);
+    }
     let backbone = BackboneConfig::preset(&args.backbone)?;
     if args.steps == 0 {
         bail!("--steps must be at least 1");

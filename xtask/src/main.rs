@@ -7,6 +7,7 @@
 //! - `encode --model DIR`: every layer's hidden states of a Hugging Face encoder folder.
 //! - `methods`: the registered methods and their default configurations.
 
+mod apt;
 mod bench;
 mod encode;
 mod methods;
@@ -57,9 +58,9 @@ struct ParamsArgs {
     /// Method (`cargo xtask methods` lists them): arc, arc-att, lora, adapter, deep-prompt,
     /// linear, full.
     method: String,
-    /// Backbone preset.
-    #[arg(long, default_value = "vit-b16")]
-    backbone: String,
+    /// Backbone preset (default vit-b16; APT: vilt-b32 or meter, default vilt-b32).
+    #[arg(long)]
+    backbone: Option<String>,
     /// ARC variant (`arc` or `arc-att`): shorthand for `--set variant=...`.
     #[arg(long)]
     variant: Option<String>,
@@ -110,7 +111,12 @@ pub fn load_backbone_weights(path: &Path, backbone: &BackboneConfig) -> Result<T
 }
 
 fn params(args: ParamsArgs) -> Result<()> {
-    let backbone = BackboneConfig::preset(&args.backbone)?;
+    if args.method == "apt" {
+        let backbone = args.backbone.as_deref().unwrap_or("vilt-b32");
+        return apt::params(backbone, args.variant.as_deref(), &args.set, args.json);
+    }
+    let backbone_name = args.backbone.clone().unwrap_or_else(|| "vit-b16".into());
+    let backbone = BackboneConfig::preset(&backbone_name)?;
     let mut spec = [methods::MethodSpec::new(&args.method, &backbone, false)?];
     let sets = settings(
         &args.set,
@@ -122,7 +128,7 @@ fn params(args: ParamsArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&counts)?);
     } else {
         println!("method            {}", spec[0].label());
-        println!("backbone          {}", args.backbone);
+        println!("backbone          {backbone_name}");
         println!("adapter params    {}", counts.adapter_params);
         println!("head params       {} ({} classes)", counts.head_params, args.classes);
         println!("trainable params  {}", counts.trainable_params);

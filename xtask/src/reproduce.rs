@@ -32,7 +32,7 @@ pub enum Scale {
 /// Options of `reproduce`.
 #[derive(Args, Debug)]
 pub struct ReproduceArgs {
-    /// The paper to reproduce (only `arc` so far).
+    /// The paper to reproduce: `arc` or `apt`.
     pub paper: String,
     /// Embedded run size.
     #[arg(long, value_enum, default_value = "default")]
@@ -48,9 +48,10 @@ pub struct ReproduceArgs {
     /// Epochs of each downstream run (default: the scale's, or 100 on real data).
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Output folder (results.json, table.md, one run folder per task and method).
-    #[arg(long, default_value = "runs/reproduce-arc")]
-    pub out: PathBuf,
+    /// Output folder (results.json, table.md, one run folder per task and method); default
+    /// `runs/reproduce-<paper>`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// VTAB-1k root (`<root>/<task>/{train800val200,test}.txt`): run the paper's protocol.
     #[arg(long)]
     pub vtab_root: Option<PathBuf>,
@@ -60,6 +61,13 @@ pub struct ReproduceArgs {
     /// Pretrained backbone: Google `.npz`, timm `.safetensors`/`.pth` (ViT or Swin).
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// APT: root of the ViLT-style Arrow files (`vqav2_*.arrow`, `nlvr2_*.arrow`,
+    /// `f30k_caption_karpathy_*.arrow`).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// APT: the official pretrained checkpoint (`vilt_200k_mlm_itm.ckpt`, METER's).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
     /// Backbone preset for real data (vit-b16, vit-l16, vit-h14, swin-b).
     #[arg(long, default_value = "vit-b16")]
     pub backbone: String,
@@ -141,50 +149,54 @@ fn cache_dir() -> PathBuf {
 /// Pretrains the embedded ViT on the shapes world's `pretrain` task (full training), cached
 /// under `target/petl-cache/` keyed by config, data size, epochs and seed.
 fn pretrained_backbone(e: &Embedded, seed: u64, device: &Device, quiet: bool) -> Result<(BackboneConfig, PathBuf)> {
-    let backbone = BackboneConfig::Vit(e.vit.clone());
-    let v = &e.vit;
+    let path = pretrained_vit(&e.vit, e.pretrain_n, e.pretrain_epochs, seed, device, quiet)?;
+    Ok((BackboneConfig::Vit(e.vit.clone()), path))
+}
+
+/// Pretrains a ViT of config `v` on the shapes world's `pretrain` task (kind × colour of the
+/// largest object, `n` scenes, `epochs` epochs; full training), cached under
+/// `target/petl-cache/` keyed by config, data size, epochs and seed: the backbone's tensors.
+pub(crate) fn pretrained_vit(
+    v: &VitConfig,
+    n: usize,
+    epochs: usize,
+    seed: u64,
+    device: &Device,
+    quiet: bool,
+) -> Result<PathBuf> {
+    let backbone = BackboneConfig::Vit(v.clone());
     let name = format!(
         "shapes-vit-s{}-p{}-d{}-l{}-h{}-m{}-n{}-e{}-seed{}.safetensors",
-        v.image_size,
-        v.patch_size,
-        v.hidden_size,
-        v.num_layers,
-        v.num_heads,
-        v.mlp_dim,
-        e.pretrain_n,
-        e.pretrain_epochs,
-        seed
+        v.image_size, v.patch_size, v.hidden_size, v.num_layers, v.num_heads, v.mlp_dim, n, epochs, seed
     );
     let path = cache_dir().join(&name);
     if path.exists() {
         println!("pretrained backbone: {} (cached)", path.display());
-        return Ok((backbone, path));
+        return Ok(path);
     }
-    println!(
-        "pretraining the embedded ViT on the shapes world ({} scenes, {} epochs) ...",
-        e.pretrain_n, e.pretrain_epochs
-    );
-    let train = ShapesDataset::new(ShapesTask::Pretrain, e.pretrain_n, v.image_size, seed.wrapping_add(1000));
+    println!("pretraining the embedded ViT on the shapes world ({n} scenes, {epochs} epochs) ...");
+    let train = ShapesDataset::new(ShapesTask::Pretrain, n, v.image_size, seed.wrapping_add(1000));
     let test = ShapesDataset::new(ShapesTask::Pretrain, 500, v.image_size, seed.wrapping_add(2000));
     let spec = MethodSpec::new("full", &backbone, true)?;
     device.seed(seed);
     let model = spec.build(&backbone, train.num_classes(), &device.clone().autodiff())?;
     let cfg = TrainConfig::new()
-        .with_epochs(e.pretrain_epochs)
+        .with_epochs(epochs)
         .with_warmup_epochs(1)
         .with_batch_size(64)
         .with_lr(2e-3)
         .with_weight_decay(0.05)
         .with_label_smoothing(0.1)
-        .with_eval_every(e.pretrain_epochs)
+        .with_eval_every(epochs)
         .with_seed(seed);
     let mut trainer = Trainer::new(cfg);
     trainer.progress = !quiet;
     trainer.label = "pretrain".into();
     let (model, report) = model.fit(&trainer, &train, &test)?;
     println!("pretrain: test accuracy {:.1}% in {:.0}s", report.final_test, report.wall_secs);
+    std::fs::create_dir_all(cache_dir())?;
     petl_core::weights::write_safetensors(&path, &model.backbone_tensors(), None)?;
-    Ok((backbone, path))
+    Ok(path)
 }
 
 /// How a trained model relates to its merged form.
@@ -230,7 +242,7 @@ struct Runner<'a> {
 }
 
 /// SHA-256 and size of a file: what a run's inputs are, whatever their paths.
-fn file_identity(path: &Path) -> Result<serde_json::Value> {
+pub(crate) fn file_identity(path: &Path) -> Result<serde_json::Value> {
     use sha2::{Digest, Sha256};
     let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut hasher = Sha256::new();
@@ -242,7 +254,7 @@ fn file_identity(path: &Path) -> Result<serde_json::Value> {
 /// Checks that `dir` holds no run of other settings: a run folder is keyed by everything that
 /// determines the run (method and its config, backbone, recipe, task, data, weights), and a
 /// folder written with other settings is an error, never silently reused or resumed.
-fn check_settings(dir: &Path, settings: &serde_json::Value) -> Result<()> {
+pub(crate) fn check_settings(dir: &Path, settings: &serde_json::Value) -> Result<()> {
     let path = dir.join("config.json");
     let Ok(bytes) = std::fs::read(&path) else { return Ok(()) };
     let stored: serde_json::Value =
@@ -379,11 +391,20 @@ impl Runner<'_> {
 
 /// Entry point of `reproduce`.
 pub fn run(args: ReproduceArgs) -> Result<()> {
-    if args.paper != "arc" {
-        bail!("unknown paper `{}`: only `arc` is implemented so far", args.paper);
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/reproduce-{}", args.paper)));
+    match args.paper.as_str() {
+        "arc" => {}
+        "apt" => return crate::apt::reproduce(&args, &out),
+        other => bail!("unknown paper `{other}`: `arc` and `apt` are implemented so far"),
     }
+    if args.data_root.is_some() || args.checkpoint.is_some() {
+        bail!(
+            "reproduce arc: --data-root and --checkpoint belong to `reproduce apt` (ARC reads --vtab-root, --fgvc-root, --weights)"
+        );
+    }
+    let args = ReproduceArgs { out: Some(out), ..args };
     let device = petl_core::device::device_from_name(&args.backend)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(out_dir(&args)).with_context(|| format!("creating {}", out_dir(&args).display()))?;
     let start = std::time::Instant::now();
     let (cells, methods, tasks) = if args.vtab_root.is_some() || args.fgvc_root.is_some() {
         run_real(&args, &device)?
@@ -399,16 +420,16 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
             .map(|b| format!("{:.0} MiB", b as f64 / 1048576.0))
             .unwrap_or("n/a".into())
     );
-    petl_core::io::write_atomic(&args.out.join("table.md"), md.as_bytes())?;
+    petl_core::io::write_atomic(&out_dir(&args).join("table.md"), md.as_bytes())?;
     save_json(
-        &args.out.join("results.json"),
+        &out_dir(&args).join("results.json"),
         &serde_json::json!({
             "cells": cells,
             "summary": table::summarise(&cells, &methods, &tasks),
             "wall_secs": start.elapsed().as_secs_f64(),
         }),
     )?;
-    println!("wrote {}/table.md and results.json", args.out.display());
+    println!("wrote {}/table.md and results.json", out_dir(&args).display());
     Ok(())
 }
 
@@ -450,7 +471,7 @@ fn run_embedded(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec
         columns.push((task.name().to_string(), group.clone()));
         let train = ShapesDataset::new(*task, e.train_n, e.vit.image_size, args.seed.wrapping_add(1));
         let test = ShapesDataset::new(*task, e.test_n, e.vit.image_size, args.seed.wrapping_add(2));
-        let dir = args.out.join(task.name());
+        let dir = out_dir(&args).join(task.name());
         cells.extend(runner.task(&specs, &recipe, (&train, &test), &dir, (task.name(), &group))?);
     }
     Ok((cells, specs.iter().map(|m| m.label().to_string()).collect(), columns))
@@ -497,7 +518,7 @@ fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<Str
             let train = VtabDataset::open(root, task, VtabSplit::Train800Val200, Preprocess::vtab(size))?;
             let test = VtabDataset::open(root, task, VtabSplit::Test, Preprocess::vtab(size))?;
             let (lr, wd) = if is_swin { arc::recipe::swin_vtab(task) } else { arc::recipe::VIT_VTAB };
-            let dir = args.out.join("vtab").join(task.folder());
+            let dir = out_dir(&args).join("vtab").join(task.folder());
             cells.extend(runner.task(
                 &methods,
                 &|_| official(lr, wd),
@@ -515,7 +536,7 @@ fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<Str
             columns.push((task.folder().to_string(), "FGVC".to_string()));
             let train = FgvcDataset::open(root, task, FgvcSplit::Train, Preprocess::fgvc_train(size))?;
             let test = FgvcDataset::open(root, task, FgvcSplit::Test, Preprocess::fgvc_eval(size))?;
-            let dir = args.out.join("fgvc").join(task.folder());
+            let dir = out_dir(&args).join("fgvc").join(task.folder());
             cells.extend(runner.task(
                 &methods,
                 &|_| official(arc::recipe::FGVC.0, arc::recipe::FGVC.1),
@@ -529,4 +550,9 @@ fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<Str
         methods_seen.extend(new);
     }
     Ok((cells, methods_seen, columns))
+}
+
+/// The output folder (`--out`, set by [`run`] to the paper's default when absent).
+fn out_dir(args: &ReproduceArgs) -> &Path {
+    args.out.as_deref().unwrap_or(Path::new("runs/reproduce-arc"))
 }

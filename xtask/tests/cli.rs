@@ -314,7 +314,7 @@ fn bad_input_gets_one_clear_line() {
     assert!(err.starts_with("error:"), "{err}");
     let err = fails(&["reproduce", "arc", "--backend", "tch", "--out", dir.path().join("o").to_str().unwrap()]);
     assert!(err.contains("--features tch"), "{err}");
-    let err = fails(&["reproduce", "apt"]);
+    let err = fails(&["reproduce", "vl-bart"]);
     assert!(err.contains("unknown paper"), "{err}");
 }
 
@@ -538,4 +538,91 @@ fn bench_measures_each_method_and_backend() {
     assert!(err.contains("unknown backend `vulkan-x`"), "{err}");
     let err = fails(&["bench", "--backend", "flex,wgpu", "--out", out.to_str().unwrap()]);
     assert!(err.contains("--features wgpu"), "{err}");
+}
+
+#[test]
+fn apt_params_match_both_tables() {
+    let cell = |backbone: &str, variant: &str| {
+        let v = params_json(&["apt", "--backbone", backbone, "--variant", variant]);
+        (v["adapter_params"].as_u64().unwrap(), v["extra_flops"].as_u64().unwrap())
+    };
+    let giga = |f: u64| format!("{:.2}", f as f64 / 1e9);
+    for (backbone, variant, params, flops) in [
+        ("vilt-b32", "apt", 1_916_940, "0.91"),
+        ("vilt-b32", "deep-prompt", 1_843_200, "5.14"),
+        ("vilt-b32", "lora", 147_456, "0.00"),
+        ("vilt-b32", "scaled-pa", 1_798_272, "0.44"),
+        ("vilt-b32", "adapter", 3_559_680, "0.86"),
+        ("vilt-b32", "classifier", 0, "0.00"),
+        ("vilt-b32", "full", 111_595_008, "0.00"),
+        ("meter", "apt", 3_833_880, "2.31"),
+        ("meter", "deep-prompt", 3_686_400, "13.05"),
+        ("meter", "lora", 294_912, "0.00"),
+        ("meter", "adapter", 5_339_520, "1.64"),
+        ("meter", "scaled-pa", 3_596_544, "1.12"),
+    ] {
+        let (p, f) = cell(backbone, variant);
+        assert_eq!((p, giga(f).as_str()), (params, flops), "{backbone} {variant}");
+    }
+    let v = params_json(&["apt", "--backbone", "vilt-b32", "--variant", "apt", "--set", "num_prompts=50"]);
+    assert_eq!(v["adapter_params"], 12 * (50 * 768 + 8 * 768 + 1));
+    assert!(fails(&["params", "apt", "--backbone", "vilt-x"]).contains("unknown APT backbone"));
+    assert!(fails(&["params", "apt", "--variant", "prefix"]).contains("unknown APT variant `prefix`"));
+    assert!(fails(&["params", "apt", "--set", "lora_rnak=4"]).contains("lora_rnak"));
+}
+
+#[test]
+fn apt_smoke_reproduce_prints_the_table_and_reuses_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("apt");
+    let stdout = ok(&["reproduce", "apt", "--scale", "smoke", "--out", out.to_str().unwrap(), "--quiet"]);
+    for row in ["Full Tuning", "Classifier Only", "Deep Prompt", "LoRA", "Scaled PA", "Adapter", "APT"] {
+        assert!(stdout.contains(&format!("| {row} |")), "{row} missing:\n{stdout}");
+    }
+    assert!(stdout.contains("merged model (0 extra parameters)"), "LoRA is merged and checked: {stdout}");
+    assert!(stdout.contains("| APT | 1.92M | 0.91G | 3.83M | 2.31G |"), "{stdout}");
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["cells"].as_array().unwrap().len(), 21, "7 methods × 3 tasks");
+    for cell in results["cells"].as_array().unwrap() {
+        for (k, v) in cell["metrics"].as_object().unwrap() {
+            assert!(k == "rsum" || (0.0..=100.0).contains(&v.as_f64().unwrap()), "{cell}");
+        }
+    }
+    assert!(out.join("retrieval/apt/adapter.safetensors").exists());
+    let again = ok(&["reproduce", "apt", "--scale", "smoke", "--out", out.to_str().unwrap(), "--quiet"]);
+    assert_eq!(again.matches("finished run reused").count(), 21, "{again}");
+    let err =
+        fails(&["reproduce", "apt", "--scale", "smoke", "--out", out.to_str().unwrap(), "--quiet", "--lr", "0.1"]);
+    assert!(err.contains("other settings") && err.contains("train"), "{err}");
+    let err = fails(&["reproduce", "apt", "--data-root", dir.path().to_str().unwrap()]);
+    assert!(err.contains("Arrow"), "{err}");
+    let err = fails(&["reproduce", "apt", "--scale", "smoke", "--methods", "prefix", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("unknown APT variant"), "{err}");
+}
+
+#[test]
+fn apt_bench_sets_each_variant_beside_the_plain_backbone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let stdout = ok(&[
+        "bench",
+        "--backbone",
+        "vilt-test",
+        "--method",
+        "apt,deep-prompt,lora",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--batch",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("APT's extra inference time is"), "{stdout}");
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("bench-apt.json")).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "classifier only is measured as the baseline");
+    let trainable = |v: &str| rows.iter().find(|r| r["variant"] == v).unwrap()["trainable_params"].as_u64().unwrap();
+    assert!(trainable("apt") > trainable("classifier") && trainable("lora") > trainable("classifier"));
 }

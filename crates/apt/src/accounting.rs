@@ -220,7 +220,7 @@ mod tests {
             assert_eq!(g(extra_flops(meter, v, &cfg)), b, "METER {v:?}");
         }
         // The abstract's −82.30 %.
-        let cut = 1.0 - 0.91 / 5.14;
+        let cut: f64 = 1.0 - 0.91 / 5.14;
         assert!((cut - 0.8230).abs() < 1e-4);
     }
 }

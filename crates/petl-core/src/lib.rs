@@ -63,14 +63,15 @@
 //!
 //! ## How the next methods plug in
 //!
-//! - **APT** (approximated prompt tuning): a tuner whose `attn_output(at, o, query_input)`
-//!   returns `(o + w ⊙ ReLU(H K_Pᵀ) P)·e^s` from the branch output `o` and its query-side input
-//!   `H`; its baseline deep prompt is [`tuners::DeepPrompt`] (`kv_prompts`), LoRA and the
-//!   adapters are the shared tuners; ViLT and METER become encoders of this crate built from the
-//!   same blocks (METER's cross-attention sub-layers call the hooks at
-//!   [`hooks::SubLayer::CrossAttention`] with [`nn::AttentionMask`], `N_q ≠ N_kv`, and the
-//!   cross-attention [`hooks::LinearSite`]s). VQAv2 and NLVR2 train with [`train::vl::Vqa`] and
-//!   [`train::vl::VlClassification`]; the method registers one [`method::Entry`].
+//! - **APT** (`crates/apt`, built): a tuner whose `attn_output(at, o, query_input)` returns
+//!   `(o + w ⊙ ReLU(H K_Pᵀ) P)·e^s`; its baselines are the shared tuners (deep prompts, LoRA,
+//!   the bottleneck adapter with ReLU / normal init, [`tuners::ParallelAdapter`]). ViLT is
+//!   [`vilt::Vilt`] (text embeddings + padded-image embeddings over a [`vit::Vit`]'s blocks
+//!   with key masks); [`vl_model::ViltModel`] adds the class token, the VQA / NLVR2 / retrieval
+//!   heads and the trainable sets; [`vilt::pretrain`] pretrains it with ITM + MLM;
+//!   [`train::vl::PairRetrieval`] is cross-encoder retrieval. METER, still to come, is a
+//!   two-stream encoder whose cross-attention sub-layers call the hooks at
+//!   [`hooks::SubLayer::CrossAttention`] with the cross-attention [`hooks::LinearSite`]s.
 //! - **UniPT**: the frozen encoders run on a device without autodiff and return every layer's
 //!   hidden states ([`encoder::EncodeOptions::with_hidden_states`]) as constants; the side
 //!   network is a plain module of the method crate that reads them (the pattern of

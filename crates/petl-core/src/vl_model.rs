@@ -130,8 +130,11 @@ impl<T: Tuner> ViltModel<T> {
     /// embedding initialises a learned class token (`None`: no class token, full tuning).
     /// `itm`: the pretrained ITM head `[D, 2]`, whose "match" column initialises the retrieval
     /// head (a fresh head otherwise).
+    ///
+    /// An NLVR2 head needs a third modality type (the second image): when the backbone has two,
+    /// the table grows by a copy of row 1, as the official NLVR2 fine-tuning does.
     pub fn new(
-        backbone: Vilt,
+        mut backbone: Vilt,
         tuner: T,
         head: VlHeadKind,
         class_token: Option<usize>,
@@ -139,6 +142,12 @@ impl<T: Tuner> ViltModel<T> {
         device: &Device,
     ) -> Self {
         let d = backbone.hidden_size();
+        let types = backbone.token_type_embeddings.weight.val();
+        let [rows, _] = types.dims();
+        if head == VlHeadKind::Nlvr2 && rows < 3 {
+            let grown = Tensor::cat(vec![types.clone(), types.narrow(0, rows - 1, 1).repeat_dim(0, 3 - rows)], 0);
+            backbone.token_type_embeddings.weight = Param::from_tensor(grown.detach());
+        }
         let head = match head {
             VlHeadKind::Vqa { answers } => VlHead::Vqa(MlpHead::new(d, 2 * d, answers, device)),
             VlHeadKind::Nlvr2 => VlHead::Nlvr2(MlpHead::new(2 * d, 2 * d, 2, device)),

@@ -89,6 +89,9 @@ pub struct TrainConfig {
     /// How the batches of several training datasets are interleaved (multi-task training).
     #[config(default = "Sampling::Proportional")]
     pub sampling: Sampling,
+    /// After the warm-up, decay linearly to 0 (ViLT, METER) instead of the cosine.
+    #[config(default = false)]
+    pub linear_decay: bool,
 }
 
 impl<T: Tuner, E: crate::model::EncoderModule + crate::encoder::Encoder<Input = Tensor<4>>> Classify
@@ -341,7 +344,11 @@ impl Trainer {
         let steps_per_epoch = batches_per_epoch.div_ceil(cfg.grad_accumulation);
         let total = cfg.epochs * steps_per_epoch;
         let last_update = if cfg.skip_last_update { total.saturating_sub(1) } else { total };
-        let schedule = WarmupCosine::new(cfg.warmup_epochs * steps_per_epoch, total);
+        let schedule = if cfg.linear_decay {
+            WarmupCosine::linear(cfg.warmup_epochs * steps_per_epoch, total)
+        } else {
+            WarmupCosine::new(cfg.warmup_epochs * steps_per_epoch, total)
+        };
 
         let mut model = model;
         let mut history = vec![];

@@ -483,9 +483,11 @@ mod tests {
         let images = Tensor::<4>::from_data(TensorData::new(pixels, [2, 3, 32, 32]), &device);
         let (tokens, padding) = model.embed_images(images);
         assert_eq!(tokens.dims(), [2, 17, 32]);
-        let padding: Vec<bool> = padding.into_data().to_vec().unwrap();
+        let padding: Vec<bool> = padding.into_data().try_to_vec().unwrap();
         let valid0: usize = padding[..17].iter().filter(|p| !**p).count();
         assert_eq!(valid0, 1 + 2 * 3, "class token + a 2 × 3 grid");
         assert!(padding[17..].iter().all(|p| !p), "image 1 fills the canvas");
     }
 }
+
+pub mod pretrain;
