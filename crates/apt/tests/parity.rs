@@ -243,3 +243,51 @@ fn heads_match_the_reference() {
     assert_eq!(w.data, want.data);
     let _ = fresh.num_params();
 }
+
+/// The losses and metrics of the tables against the reference's scalars (`losses.json`):
+/// VQA soft BCE × answers and VQA score, NLVR2 cross-entropy and accuracy, IR/TR recall.
+#[test]
+fn losses_and_metrics_match_the_reference() {
+    use petl_core::train::objectives::{retrieval_recall, vqa_score, vqa_soft_bce};
+    let device = device();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture_path("losses.json")).unwrap()).unwrap();
+    let matrix = |x: &serde_json::Value| -> (Vec<f32>, usize) {
+        let rows = x.as_array().unwrap();
+        let cols = rows[0].as_array().unwrap().len();
+        (rows.iter().flat_map(|r| r.as_array().unwrap().iter().map(|e| e.as_f64().unwrap() as f32)).collect(), cols)
+    };
+    let (logits, k) = matrix(&v["vqa"]["logits"]);
+    let (targets, _) = matrix(&v["vqa"]["targets"]);
+    let b = logits.len() / k;
+    let loss = vqa_soft_bce(
+        Tensor::from_data(TensorData::new(logits.clone(), [b, k]), &device),
+        Tensor::from_data(TensorData::new(targets.clone(), [b, k]), &device),
+    )
+    .into_scalar::<f32>();
+    assert!((f64::from(loss) - v["vqa"]["loss"].as_f64().unwrap()).abs() < 1e-5, "{loss}");
+    let score = vqa_score(&logits, &targets, k);
+    assert!((score - 100.0 * v["vqa"]["score"].as_f64().unwrap()).abs() < 1e-4, "{score}");
+
+    let (logits, k) = matrix(&v["nlvr2"]["logits"]);
+    let labels: Vec<i64> = v["nlvr2"]["labels"].as_array().unwrap().iter().map(|l| l.as_i64().unwrap()).collect();
+    let out = petl_core::train::task::cross_entropy_top1(
+        Tensor::from_data(TensorData::new(logits, [labels.len(), k]), &device),
+        Tensor::from_data(TensorData::new(labels.clone(), [labels.len()]), &device),
+        0.0,
+    );
+    assert!((f64::from(out.loss.into_scalar::<f32>()) - v["nlvr2"]["loss"].as_f64().unwrap()).abs() < 1e-5);
+    let correct = f64::from(out.score_sum.unwrap().into_scalar::<f32>());
+    assert!((correct / labels.len() as f64 - v["nlvr2"]["accuracy"].as_f64().unwrap()).abs() < 1e-9);
+
+    let (scores, texts) = matrix(&v["irtr"]["scores"]);
+    let images = scores.len() / texts;
+    let text_image: Vec<usize> =
+        v["irtr"]["caption_image_ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as usize).collect();
+    // K clamped to the candidates, as the reference does (IR R@5 over 3 images is R@3).
+    let r = retrieval_recall(&scores, images, &text_image, &[1, 2, 3, 5]);
+    let want = |key: &str| 100.0 * v["irtr"][key].as_f64().unwrap();
+    assert!((r.image_to_text[0] - want("tr_r1")).abs() < 1e-9 && (r.text_to_image[0] - want("ir_r1")).abs() < 1e-9);
+    assert!((r.image_to_text[1] - want("tr_r2")).abs() < 1e-9 && (r.text_to_image[1] - want("ir_r2")).abs() < 1e-9);
+    assert!((r.text_to_image[2] - want("ir_r5")).abs() < 1e-9, "IR R@3 over 3 images");
+    assert!((r.image_to_text[3] - want("tr_r5")).abs() < 1e-9);
+}

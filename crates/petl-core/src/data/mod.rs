@@ -1,5 +1,6 @@
 //! Data: raw files → [`ImageDataset`] (typed samples) → [`batch`] (tensors on a device).
 //!
+//! - [`arrow`]: the Apache Arrow IPC files of ViLT/METER (VQAv2, NLVR2, Flickr30K).
 //! - [`vtab`]: VTAB-1k folders (`<root>/<task>/{train800,val200,train800val200,test}.txt`).
 //! - [`fgvc`]: FGVC json splits (CUB, NABirds, Oxford Flowers, Stanford Dogs, Stanford Cars).
 //! - [`preprocess`]: decoding and the papers' resize / crop / flip / normalisation.
@@ -12,6 +13,7 @@ use burn::tensor::TensorData;
 
 use self::preprocess::{Preprocess, load_image};
 
+pub mod arrow;
 pub mod fgvc;
 pub mod hf_image;
 pub mod preprocess;
