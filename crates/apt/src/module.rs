@@ -64,10 +64,13 @@ impl AptModule {
     ///
     /// # Shapes
     /// o, h: `[B, N, d]` -> `[B, N, d]`.
+    ///
+    /// Computed as `O·e^s + ((w·e^s) ⊙ S)·P`: the same value, with the per-token weight and the
+    /// scale applied to the `[B, N, M]` scores instead of the wider `[B, N, d]` diffusion.
     pub fn forward(&self, o: Tensor<3>, h: Tensor<3>) -> Tensor<3> {
         let scores = relu(matmul_tokens(h, self.prompt_keys().transpose()));
-        let weight = scores.clone().max_dim(2).detach();
-        let diffused = matmul_tokens(scores, self.prompts.val());
-        (o + weight * diffused) * self.scale.val().exp().reshape([1, 1, 1])
+        let scale = self.scale.val().exp().reshape([1, 1, 1]);
+        let weight = scores.clone().max_dim(2).detach() * scale.clone();
+        o * scale + matmul_tokens(scores * weight, self.prompts.val())
     }
 }

@@ -166,6 +166,20 @@ impl<M: VlClassify> Task<M> for VlClassification {
     }
 }
 
+/// Recall@1/5/10 both ways of an `[images, texts]` score matrix (`text_image`: each text's image
+/// position) as an evaluation: `i2t_r@K` (TR), `t2i_r@K` (IR), `rsum`; primary: their mean.
+fn recall_evaluation(scores: &[f32], images: usize, text_image: &[usize]) -> Evaluation {
+    let Recall { ks, image_to_text, text_to_image } = retrieval_recall(scores, images, text_image, &[1, 5, 10]);
+    let mut e = Evaluation::default();
+    for (k, (i2t, t2i)) in ks.iter().zip(image_to_text.iter().zip(&text_to_image)) {
+        e.metrics.insert(format!("i2t_r@{k}"), *i2t);
+        e.metrics.insert(format!("t2i_r@{k}"), *t2i);
+    }
+    e.primary = (image_to_text.iter().sum::<f64>() + text_to_image.iter().sum::<f64>()) / 6.0;
+    e.metrics.insert("rsum".into(), e.primary * 6.0);
+    e
+}
+
 /// A two-tower model: images and texts embedded apart, compared by dot product (CLIP, VSE∞).
 pub trait DualEncoder: Module {
     /// Image embeddings `[B, E]` (normalised by the model if its method does).
@@ -270,15 +284,7 @@ impl<M: DualEncoder> Task<M> for Retrieval {
             .iter()
             .map(|id| image_ids.iter().position(|x| x == id).expect("every text's image is embedded"))
             .collect();
-        let Recall { ks, image_to_text, text_to_image } = retrieval_recall(&scores, n_images, &position, &[1, 5, 10]);
-        let mut e = Evaluation::default();
-        for (k, (i2t, t2i)) in ks.iter().zip(image_to_text.iter().zip(&text_to_image)) {
-            e.metrics.insert(format!("i2t_r@{k}"), *i2t);
-            e.metrics.insert(format!("t2i_r@{k}"), *t2i);
-        }
-        e.primary = (image_to_text.iter().sum::<f64>() + text_to_image.iter().sum::<f64>()) / 6.0;
-        e.metrics.insert("rsum".into(), e.primary * 6.0);
-        Ok(e)
+        Ok(recall_evaluation(&scores, n_images, &position))
     }
 }
 
@@ -392,14 +398,6 @@ impl<M: VlClassify> Task<M> for PairRetrieval {
                 _ => unreachable!("checked above"),
             })
             .collect();
-        let Recall { ks, image_to_text, text_to_image } = retrieval_recall(&scores, n_images, &position, &[1, 5, 10]);
-        let mut e = Evaluation::default();
-        for (k, (i2t, t2i)) in ks.iter().zip(image_to_text.iter().zip(&text_to_image)) {
-            e.metrics.insert(format!("i2t_r@{k}"), *i2t);
-            e.metrics.insert(format!("t2i_r@{k}"), *t2i);
-        }
-        e.primary = (image_to_text.iter().sum::<f64>() + text_to_image.iter().sum::<f64>()) / 6.0;
-        e.metrics.insert("rsum".into(), e.primary * 6.0);
-        Ok(e)
+        Ok(recall_evaluation(&scores, n_images, &position))
     }
 }
