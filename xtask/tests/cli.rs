@@ -1,4 +1,4 @@
-//! The command line end to end: `params` against the spec's counts, a smoke `reproduce` that
+//! The command line end to end: `params` against the papers' counts, a smoke `reproduce` that
 //! must learn and resume, `predict` on an official-format checkpoint and on our own adapter
 //! checkpoint, and clear errors for bad input.
 
