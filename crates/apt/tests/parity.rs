@@ -291,3 +291,27 @@ fn losses_and_metrics_match_the_reference() {
     assert!((r.text_to_image[2] - want("ir_r5")).abs() < 1e-9, "IR R@3 over 3 images");
     assert!((r.image_to_text[3] - want("tr_r5")).abs() < 1e-9);
 }
+
+/// An official-format PyTorch Lightning checkpoint (`state_dict` beside optimizer states, epoch
+/// counters and hyper-parameters, as the released `.ckpt` files are) loads through
+/// `read_checkpoint` and the official key names, and reproduces the reference.
+#[test]
+fn a_lightning_checkpoint_with_official_keys_loads_and_matches() {
+    let device = device();
+    let map = petl_core::weights::read_checkpoint(&fixture_path("vilt_tiny_apt_lightning.ckpt")).unwrap();
+    assert!(map.tensors.keys().all(|k| !k.starts_with("optimizer_states") && !k.starts_with("state_dict")));
+    let cfg = config();
+    let m = ViltModel::new(
+        cfg.init(&device),
+        variants().init(Variant::Apt, &cfg.layout(), &device),
+        VlHeadKind::Vqa { answers: 7 },
+        Some(1),
+        None,
+        &device,
+    );
+    let (m, report) = official::load(m, map).unwrap();
+    assert!(report.missing.is_empty() && report.mismatched.is_empty(), "{report}");
+    let io = io_fixture();
+    let logits = m.vl_logits(VlInput { text: text(&io, &device), images: vec![pixels(&io, "pixels", &device)] });
+    assert!(max_diff(logits, &io.tensors["vqa_logits.apt"]) < 1e-4);
+}

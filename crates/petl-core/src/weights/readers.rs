@@ -70,8 +70,10 @@ pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
     Ok(map)
 }
 
-/// Reads a PyTorch `.pth`/`.pt` state dict. A checkpoint that nests its state dict under
-/// `model`, `state_dict` or `module` is unwrapped. Non-float entries are skipped.
+/// Reads a PyTorch `.pth`/`.pt` state dict or a PyTorch Lightning `.ckpt`. A checkpoint that
+/// nests its state dict under `model` or `module` is unwrapped; of a checkpoint with a
+/// `state_dict` entry only that entry is read (Lightning's optimizer states and the rest are
+/// dropped). Non-float entries are skipped.
 pub fn read_pth(path: &Path) -> Result<TensorMap> {
     let reader = pytorch_reader::PytorchReader::new(path)
         .map_err(|e| Error::format(path, format!("not a readable PyTorch checkpoint: {e}")))?;
@@ -89,7 +91,16 @@ pub fn read_pth(path: &Path) -> Result<TensorMap> {
         let data = bytes_to_f32(&bytes, dtype, path, name)?;
         map.insert(name.clone(), HostTensor::new(tensor.shape().to_vec(), data));
     }
-    for wrapper in ["model.", "state_dict.", "module."] {
+    // A PyTorch Lightning checkpoint (`.ckpt`: ViLT's, METER's and APT's releases) holds the
+    // model under `state_dict` beside optimizer states, schedulers and hyper-parameters: only
+    // the state dict is the model.
+    if map.tensors.keys().any(|k| k.starts_with("state_dict.")) {
+        map.tensors = std::mem::take(&mut map.tensors)
+            .into_iter()
+            .filter_map(|(k, v)| k.strip_prefix("state_dict.").map(|inner| (inner.to_string(), v)))
+            .collect();
+    }
+    for wrapper in ["model.", "module."] {
         if !map.tensors.is_empty() && map.tensors.keys().all(|k| k.starts_with(wrapper)) {
             map.tensors = std::mem::take(&mut map.tensors)
                 .into_iter()
@@ -100,7 +111,7 @@ pub fn read_pth(path: &Path) -> Result<TensorMap> {
     Ok(map)
 }
 
-/// Reads a checkpoint by extension: `.npz`, `.safetensors`, `.pth`/`.pt`/`.bin`; a tensor
+/// Reads a checkpoint by extension: `.npz`, `.safetensors`, `.pth`/`.pt`/`.bin`/`.ckpt`; a tensor
 /// holding NaN or infinity is an error naming it.
 pub fn read_checkpoint(path: &Path) -> Result<TensorMap> {
     if !path.exists() {
@@ -109,10 +120,10 @@ pub fn read_checkpoint(path: &Path) -> Result<TensorMap> {
     let map = match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
         "npz" => read_npz(path),
         "safetensors" => read_safetensors(path),
-        "pth" | "pt" | "bin" => read_pth(path),
+        "pth" | "pt" | "bin" | "ckpt" => read_pth(path),
         other => Err(Error::format(
             path,
-            format!("unknown checkpoint extension `.{other}` (expected .npz, .safetensors, .pth)"),
+            format!("unknown checkpoint extension `.{other}` (expected .npz, .safetensors, .pth, .ckpt)"),
         )),
     }?;
     map.check_finite()?;
