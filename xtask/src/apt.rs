@@ -21,14 +21,15 @@ use petl_core::data::shapes::language::{ShapesVl, VlTask, answer_vocab, word_tok
 use petl_core::data::text::HfTokenizer;
 use petl_core::data::vl::VlSample;
 use petl_core::encoder::Encoder;
-use petl_core::train::vl::{PairRetrieval, VlClassification, VlClassify, Vqa};
-use petl_core::train::{Task, TrainConfig, Trainer};
+use petl_core::train::vl::{PairRetrieval, VlClassification, VlClassify, Vqa, vl_input};
+use petl_core::train::{TrainConfig, Trainer};
 use petl_core::vilt::pretrain::{ItmMlm, ViltPretraining};
 use petl_core::vilt::{Vilt, ViltConfig};
 use petl_core::vl_model::{ViltModel, VlHeadKind};
-use petl_core::weights::{TensorMap, apply, collect, read_safetensors, write_safetensors};
+use petl_core::weights::{HostTensor, TensorMap, apply, collect, read_safetensors, write_safetensors};
 
-use crate::reproduce::{ReproduceArgs, Scale, check_settings, file_identity, pretrained_vit};
+use crate::bench::median;
+use crate::reproduce::{ReproduceArgs, Scale, cache_dir, check_settings, file_identity, pretrained_vit};
 use crate::save_json;
 
 /// The embedded tasks (columns of the table).
@@ -136,10 +137,6 @@ fn tokenizer() -> Result<HfTokenizer> {
 
 /// Id of `[CLS]` in the shapes vocabulary (its embedding initialises `token4classifier`).
 const CLS_ID: usize = 2;
-
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/petl-cache")
-}
 
 /// Pretrains the embedded ViLT with ITM + MLM on generated captions (all parameters), cached
 /// under `target/petl-cache/` keyed by config, data size, epochs and seed. The file holds the
@@ -255,36 +252,20 @@ fn load_pretrained(path: &Path, cfg: &ViltConfig, device: &Device) -> Result<(Vi
 /// 1e-4 left full tuning on the embedded VQA stuck in the all-negative plateau of the soft BCE
 /// for all 10 epochs). At 2e-3 APT and deep prompts diverged on the embedded VQA (their prompt
 /// terms grow with the prompts' scale, quadratically for APT).
-fn embedded_lr(_variant: Variant) -> f64 {
-    5e-4
-}
+const EMBEDDED_LR: f64 = 5e-4;
 
-/// The trainable set the paper states for `variant`: tuner, head, class token, pooler, both
-/// token-type tables; full tuning: everything (and no class token).
+/// The trainable set the paper states for `variant`: tuner (by the formula), head, class token,
+/// pooler, both token-type tables; full tuning: everything (and no class token).
 fn expected_trainable(model: &ViltModel<VlTuner>, variant: Variant, variants: &VariantConfig) -> usize {
     if variant == Variant::Full {
         return model.num_params();
     }
-    let b = &model.backbone;
-    variants.num_params(variant, &b.transformer.layout())
-        + model.head.num_params()
-        + model.class_token.as_ref().map_or(0, |c| c.num_params())
-        + b.pooler.num_params()
-        + b.token_type_embeddings.num_params()
-        + b.text_token_type_embeddings.num_params()
+    variants.num_params(variant, &model.backbone.transformer.layout()) + model.petl_set_params_besides_tuner()
 }
 
 /// The tensors a run saves: everything trainable (module docs of `ViltModel`).
 fn adapter_tensors(model: &ViltModel<VlTuner>, variant: Variant) -> TensorMap {
-    if variant == Variant::Full {
-        return collect(model, |_, _| true);
-    }
-    collect(model, |path, _| {
-        !path.starts_with("backbone.")
-            || ["backbone.pooler.", "backbone.token_type_embeddings.", "backbone.text_token_type_embeddings."]
-                .iter()
-                .any(|p| path.starts_with(p))
-    })
+    collect(model, |path, _| variant == Variant::Full || ViltModel::<VlTuner>::in_petl_set(path))
 }
 
 /// One (task, variant) result.
@@ -328,7 +309,7 @@ impl Run<'_> {
     /// ViLT's fine-tuning recipe shape (AdamW, weight decay 0.01, linear warm-up over the first
     /// epoch then linear decay to 0, no clipping; the VQA head at 10× the learning rate) with the
     /// embedded sizes and learning rates.
-    fn recipe(&self, variant: Variant, task: AptTask) -> TrainConfig {
+    fn recipe(&self, task: AptTask) -> TrainConfig {
         let groups = match task {
             AptTask::Vqa => vec![petl_core::train::ParamGroupConfig {
                 name: "vqa head".into(),
@@ -344,7 +325,7 @@ impl Run<'_> {
             .with_warmup_epochs(1)
             .with_batch_size(32)
             .with_eval_batch_size(64)
-            .with_lr(self.lr.unwrap_or_else(|| embedded_lr(variant)))
+            .with_lr(self.lr.unwrap_or(EMBEDDED_LR))
             .with_weight_decay(0.01)
             .with_grad_clip_norm(None)
             .with_linear_decay(true)
@@ -353,7 +334,7 @@ impl Run<'_> {
     }
 
     fn run(&self, task: AptTask, variant: Variant, dir: &Path) -> Result<AptCell> {
-        let cfg = self.recipe(variant, task);
+        let cfg = self.recipe(task);
         let (train, test) = self.datasets(task);
         let settings = serde_json::json!({
             "paper": "apt", "variant": variant, "variants": self.variants, "backbone": self.e.vilt,
@@ -419,7 +400,7 @@ impl Run<'_> {
         }
         let metrics = report.epochs.last().map(|l| l.test_metrics.clone()).unwrap_or_default();
         if variant == Variant::Lora {
-            self.merge_check(&model, task, &test, &label)?;
+            self.merge_check(&model, &test, &label)?;
         }
         petl_core::checkpoint::save_adapter(
             &dir.join("adapter.safetensors"),
@@ -449,41 +430,18 @@ impl Run<'_> {
     }
 
     /// LoRA folds into the frozen q and v: the merged model's outputs equal the unmerged ones.
-    fn merge_check(&self, model: &ViltModel<VlTuner>, task: AptTask, test: &ShapesVl, label: &str) -> Result<()> {
+    fn merge_check(&self, model: &ViltModel<VlTuner>, test: &ShapesVl, label: &str) -> Result<()> {
         let model = model.valid();
+        let VlTuner::Lora(lora) = &model.tuner else { return Ok(()) };
         let items: Vec<VlSample> =
             (0..test.len().min(16)).map(|i| test.get(i, None)).collect::<petl_core::Result<_>>()?;
-        let tok = tokenizer()?;
-        let max_len = self.e.vilt.max_text_len;
         let device = model.devices()[0].clone();
-        let input = match task {
-            AptTask::Vqa => {
-                <Vqa as Task<ViltModel<VlTuner>>>::batch(
-                    &Vqa { tokenizer: tok, max_len, answers: answer_vocab().len() },
-                    items,
-                    &device,
-                )?
-                .0
-            }
-            _ => {
-                <VlClassification as Task<ViltModel<VlTuner>>>::batch(
-                    &VlClassification { tokenizer: tok, max_len },
-                    items
-                        .into_iter()
-                        .map(|s| VlSample { target: petl_core::data::vl::VlTarget::Class(0), ..s })
-                        .collect(),
-                    &device,
-                )?
-                .0
-            }
-        };
-        let before = petl_core::weights::HostTensor::from_tensor(&model.vl_logits(input.clone()));
-        let VlTuner::Lora(lora) = &model.tuner else { return Ok(()) };
+        let input = vl_input(&tokenizer()?, self.e.vilt.max_text_len, &items, &device)?;
+        let before = HostTensor::from_tensor(&model.vl_logits(input.clone()));
         let mut merged = model.clone();
         lora.merge_into(&mut merged.backbone).map_err(|e| anyhow::anyhow!("{label}: {}", e.0))?;
         merged.tuner = VlTuner::Plain(Default::default());
-        let after = petl_core::weights::HostTensor::from_tensor(&merged.vl_logits(input));
-        let diff = before.data.iter().zip(&after.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let diff = crate::max_abs_diff(&before.data, &HostTensor::from_tensor(&merged.vl_logits(input)).data);
         println!("{label}: merged model (0 extra parameters) max |logit diff| {diff:.2e}");
         if diff > 1e-3 {
             bail!("{label}: merged logits differ from unmerged by {diff}");
@@ -737,11 +695,6 @@ fn head_weight(model: &ViltModel<VlTuner>) -> Tensor<2> {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// `cargo xtask bench --backbone vilt-b32|vilt-tiny --method apt,deep-prompt,...`: the
 /// variants' inference and training-step time on one random input (40 text tokens, a square
 /// image of the config's size), each against the plain backbone measured in the same run, so
@@ -840,15 +793,16 @@ pub fn bench(args: &crate::bench::BenchArgs) -> Result<()> {
                 *slot = Some(model);
             }
         }
-        let plain = median(infer[0].clone());
+        let infer: Vec<f64> = infer.iter_mut().map(|v| median(v)).collect();
+        let plain = infer[0];
         for (i, &v) in variants.iter().enumerate() {
             let model = trained[i].as_ref().expect("model");
             let row = BenchRow {
                 backend: backend.clone(),
                 variant: v,
-                infer_median_s: median(infer[i].clone()),
-                extra_infer_s: median(infer[i].clone()) - plain,
-                step_median_s: median(step[i].clone()),
+                infer_median_s: infer[i],
+                extra_infer_s: infer[i] - plain,
+                step_median_s: median(&mut step[i]),
                 trainable_params: petl_core::accounting::measure_trainable(model).0,
                 adapter_params: cfg.num_params(v, &vilt.layout()),
                 extra_flops: extra_flops(arch, v, &cfg),

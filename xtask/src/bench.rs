@@ -110,7 +110,8 @@ pub struct Row {
 /// The methods `tools/bench/bench_torch.py` implements (its `--method` choices).
 const TORCH_TWINS: [&str; 6] = ["arc", "arc-att", "lora", "adapter", "linear", "full"];
 
-fn median(v: &mut [f64]) -> f64 {
+/// The median (upper middle) of `v`, sorted in place.
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }

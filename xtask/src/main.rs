@@ -89,6 +89,11 @@ pub fn settings(set: &[String], shorthands: &[(&str, Option<String>)]) -> Result
     Ok(all)
 }
 
+/// The largest `|a − b|` over two equally long slices (logits before and after merging).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| f64::from((x - y).abs())).fold(0.0, f64::max)
+}
+
 /// Writes pretty JSON atomically.
 pub fn save_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)?;

@@ -142,7 +142,8 @@ fn embedded_recipe(lr: f64, epochs: usize, seed: u64) -> TrainConfig {
         .with_seed(seed)
 }
 
-fn cache_dir() -> PathBuf {
+/// `target/petl-cache/`: pretrained embedded backbones, keyed by their settings.
+pub(crate) fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/petl-cache")
 }
 
@@ -227,7 +228,7 @@ fn merge_check(
         Err(why) => return Ok(Merge::NotMergeable(why.0)),
     };
     let after = petl_core::weights::HostTensor::from_tensor(&merged.logits(images));
-    Ok(Merge::Exact(before.data.iter().zip(&after.data).map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max)))
+    Ok(Merge::Exact(crate::max_abs_diff(&before.data, &after.data)))
 }
 
 /// What every (task, method) run of one table shares.

@@ -1,6 +1,6 @@
 //! The official code's key names (`DoubtedSteam/APT`, ViLT code base: `vilt_module_*.py`,
 //! `vision_transformer_*.py`) → a [`ViltModel`] of this crate's [`VlTuner`]: the backbone through
-//! petl-core's renaming ([`vilt_official`]), then the heads, `token4classifier` and the method's
+//! petl-core's renaming ([`vilt_official`], in `weights::families`), then the heads, `token4classifier` and the method's
 //! tensors:
 //!
 //! | official key | ours |
@@ -22,36 +22,46 @@ use std::collections::BTreeMap;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
-use petl_core::vilt::vilt_official;
 use petl_core::vl_model::{ViltModel, VlHead};
+use petl_core::weights::families::vilt_official;
 use petl_core::weights::{HostTensor, LoadReport, TensorMap, apply};
 use petl_core::{Error, Result};
 
 use crate::VlTuner;
 
+/// `prefix.leaf`, or `leaf` at the root.
+fn join(prefix: &str, leaf: &str) -> String {
+    if prefix.is_empty() { leaf.to_string() } else { format!("{prefix}.{leaf}") }
+}
+
+/// Moves a torch Linear `theirs` (if present) to our `ours` (weight transposed).
 fn take_linear(src: &mut BTreeMap<String, HostTensor>, theirs: &str, ours: &str, dst: &mut TensorMap) {
     if let Some(w) = src.remove(&format!("{theirs}.weight")) {
-        dst.insert(format!("{ours}.weight"), w.t());
+        dst.insert(join(ours, "weight"), w.t());
     }
     if let Some(b) = src.remove(&format!("{theirs}.bias")) {
-        dst.insert(format!("{ours}.bias"), b);
+        dst.insert(join(ours, "bias"), b);
     }
 }
 
+/// Moves a torch LayerNorm `theirs` (if present) to our `ours`.
 fn take_norm(src: &mut BTreeMap<String, HostTensor>, theirs: &str, ours: &str, dst: &mut TensorMap) {
     for (t, o) in [("weight", "gamma"), ("bias", "beta")] {
         if let Some(v) = src.remove(&format!("{theirs}.{t}")) {
-            dst.insert(format!("{ours}.{o}"), v);
+            dst.insert(join(ours, o), v);
         }
     }
 }
 
-fn merge_report(into: &mut LoadReport, prefix: &str, r: LoadReport) {
-    let p = |s: String| if prefix.is_empty() { s } else { format!("{prefix}.{s}") };
-    into.applied.extend(r.applied.into_iter().map(p));
-    into.missing.extend(r.missing.into_iter().map(p));
-    into.unexpected.extend(r.unexpected.into_iter().map(p));
-    into.mismatched.extend(r.mismatched.into_iter().map(|(a, b, c)| (p(a), b, c)));
+/// Applies `map` to the part `module` of the model at `prefix`, adding what happened to `report`.
+fn load_part<M: Module>(module: M, map: TensorMap, prefix: &str, report: &mut LoadReport) -> M {
+    let (module, r) = apply(module, map);
+    let p = |s: String| join(prefix, &s);
+    report.applied.extend(r.applied.into_iter().map(p));
+    report.missing.extend(r.missing.into_iter().map(p));
+    report.unexpected.extend(r.unexpected.into_iter().map(p));
+    report.mismatched.extend(r.mismatched.into_iter().map(|(a, b, c)| (p(a), b, c)));
+    module
 }
 
 /// The pretrained ITM head `itm_score.fc` of an official state dict as a Linear `[D, 2]`
@@ -78,8 +88,7 @@ pub fn load(model: ViltModel<VlTuner>, src: TensorMap) -> Result<(ViltModel<VlTu
     let source = src.source.clone();
     let (backbone_map, rest) = vilt_official(src, types)?;
     let mut report = LoadReport::default();
-    let (backbone, r) = apply(model.backbone, backbone_map);
-    merge_report(&mut report, "backbone", r);
+    let backbone = load_part(model.backbone, backbone_map, "backbone", &mut report);
 
     let mut rest = rest.tensors;
     for k in ["itm_score.fc.weight", "itm_score.fc.bias", "text_embeddings.position_ids"] {
@@ -87,38 +96,25 @@ pub fn load(model: ViltModel<VlTuner>, src: TensorMap) -> Result<(ViltModel<VlTu
     }
     rest.retain(|k, _| !k.starts_with("mlm_score."));
 
-    // Heads.
+    // Heads: `{vqa,nlvr2}_classifier.{0,1,3}` (Linear, LayerNorm, Linear), `rank_output`.
     let mut head_map = TensorMap::new(&source);
+    let mut mlp_head = |prefix: &str, map: &mut TensorMap| {
+        take_linear(&mut rest, &format!("{prefix}.0"), "fc1", map);
+        take_norm(&mut rest, &format!("{prefix}.1"), "norm", map);
+        take_linear(&mut rest, &format!("{prefix}.3"), "fc2", map);
+    };
     let head = match model.head {
         VlHead::Vqa(h) => {
-            take_linear(&mut rest, "vqa_classifier.0", "fc1", &mut head_map);
-            take_norm(&mut rest, "vqa_classifier.1", "norm", &mut head_map);
-            take_linear(&mut rest, "vqa_classifier.3", "fc2", &mut head_map);
-            let (h, r) = apply(h, head_map);
-            merge_report(&mut report, "head", r);
-            VlHead::Vqa(h)
+            mlp_head("vqa_classifier", &mut head_map);
+            VlHead::Vqa(load_part(h, head_map, "head", &mut report))
         }
         VlHead::Nlvr2(h) => {
-            take_linear(&mut rest, "nlvr2_classifier.0", "fc1", &mut head_map);
-            take_norm(&mut rest, "nlvr2_classifier.1", "norm", &mut head_map);
-            take_linear(&mut rest, "nlvr2_classifier.3", "fc2", &mut head_map);
-            let (h, r) = apply(h, head_map);
-            merge_report(&mut report, "head", r);
-            VlHead::Nlvr2(h)
+            mlp_head("nlvr2_classifier", &mut head_map);
+            VlHead::Nlvr2(load_part(h, head_map, "head", &mut report))
         }
         VlHead::Rank(h) => {
             take_linear(&mut rest, "rank_output", "", &mut head_map);
-            let map = TensorMap {
-                source: head_map.source,
-                tensors: head_map
-                    .tensors
-                    .into_iter()
-                    .map(|(k, v)| (k.trim_start_matches('.').to_string(), v))
-                    .collect(),
-            };
-            let (h, r) = apply(h, map);
-            merge_report(&mut report, "head", r);
-            VlHead::Rank(h)
+            VlHead::Rank(load_part(h, head_map, "head", &mut report))
         }
     };
     // Heads of other tasks in the same file are not this model's.
@@ -135,9 +131,7 @@ pub fn load(model: ViltModel<VlTuner>, src: TensorMap) -> Result<(ViltModel<VlTu
             struct Holder {
                 class_token: burn::module::Param<Tensor<1>>,
             }
-            let (h, r) = apply(Holder { class_token: p }, m);
-            merge_report(&mut report, "", r);
-            Some(h.class_token)
+            Some(load_part(Holder { class_token: p }, m, "", &mut report).class_token)
         }
         (Some(p), None) => {
             report.missing.push("class_token".into());
@@ -202,34 +196,15 @@ pub fn load(model: ViltModel<VlTuner>, src: TensorMap) -> Result<(ViltModel<VlTu
         take_linear(&mut rest, &format!("{b}.attn.PA.down_proj"), &format!("branches.{i}.down"), &mut tuner_map);
         take_linear(&mut rest, &format!("{b}.attn.PA.up_proj"), &format!("branches.{i}.up"), &mut tuner_map);
     }
+    let r = &mut report;
     let tuner = match model.tuner {
-        VlTuner::Apt(t) => {
-            let (t, r) = apply(t, tuner_map);
-            merge_report(&mut report, "tuner", r);
-            VlTuner::Apt(t)
-        }
-        VlTuner::DeepPrompt(t) => {
-            let (t, r) = apply(t, tuner_map);
-            merge_report(&mut report, "tuner", r);
-            VlTuner::DeepPrompt(t)
-        }
-        VlTuner::Lora(t) => {
-            let (t, r) = apply(t, tuner_map);
-            merge_report(&mut report, "tuner", r);
-            VlTuner::Lora(t)
-        }
-        VlTuner::Adapter(t) => {
-            let (t, r) = apply(t, tuner_map);
-            merge_report(&mut report, "tuner", r);
-            VlTuner::Adapter(t)
-        }
-        VlTuner::ScaledPa(t) => {
-            let (t, r) = apply(t, tuner_map);
-            merge_report(&mut report, "tuner", r);
-            VlTuner::ScaledPa(t)
-        }
+        VlTuner::Apt(t) => VlTuner::Apt(load_part(t, tuner_map, "tuner", r)),
+        VlTuner::DeepPrompt(t) => VlTuner::DeepPrompt(load_part(t, tuner_map, "tuner", r)),
+        VlTuner::Lora(t) => VlTuner::Lora(load_part(t, tuner_map, "tuner", r)),
+        VlTuner::Adapter(t) => VlTuner::Adapter(load_part(t, tuner_map, "tuner", r)),
+        VlTuner::ScaledPa(t) => VlTuner::ScaledPa(load_part(t, tuner_map, "tuner", r)),
         VlTuner::Plain(t) => {
-            report.unexpected.extend(tuner_map.tensors.into_keys().map(|k| format!("tuner.{k}")));
+            r.unexpected.extend(tuner_map.tensors.into_keys().map(|k| format!("tuner.{k}")));
             VlTuner::Plain(t)
         }
     };

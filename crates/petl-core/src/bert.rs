@@ -66,6 +66,55 @@ pub struct TextInput {
     pub token_type_ids: Option<Tensor<2, Int>>,
 }
 
+impl TextInput {
+    /// Checks the batch against an encoder with `vocab` words and `max_len` positions: mask and
+    /// token types of the ids' shape, the length inside the positions, every id in the
+    /// vocabulary.
+    ///
+    /// # Errors
+    /// One message naming what does not fit.
+    pub fn check(&self, vocab: usize, max_len: usize) -> Result<()> {
+        let [b, t] = self.input_ids.dims();
+        if self.attention_mask.dims() != [b, t] {
+            return Err(Error::Config(format!(
+                "attention_mask has shape {:?}, input_ids {:?}",
+                self.attention_mask.dims(),
+                [b, t]
+            )));
+        }
+        if let Some(tt) = &self.token_type_ids {
+            if tt.dims() != [b, t] {
+                return Err(Error::Config(format!("token_type_ids has shape {:?}, input_ids {:?}", tt.dims(), [b, t])));
+            }
+        }
+        if t > max_len {
+            return Err(Error::Config(format!(
+                "text of {t} tokens is longer than the position table allows ({max_len})"
+            )));
+        }
+        let ids: Vec<i64> = self.input_ids.to_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default();
+        if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= vocab) {
+            return Err(Error::Config(format!("token id {bad} is outside the vocabulary of {vocab}")));
+        }
+        Ok(())
+    }
+}
+
+/// BERT-style embeddings `LN(word[ids] + position[positions] + type[token types])` (token types
+/// zeros when absent), `positions` row-major `[B, T]`: BERT's, RoBERTa's and ViLT's text side.
+pub(crate) fn embed_tokens(
+    [word, position, token_type]: [&Embedding; 3],
+    norm: &LayerNorm,
+    input: &TextInput,
+    positions: Vec<i64>,
+) -> Tensor<3> {
+    let device = input.input_ids.device();
+    let [b, t] = input.input_ids.dims();
+    let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [b, t]), &device);
+    let types = input.token_type_ids.clone().unwrap_or_else(|| Tensor::zeros([b, t], &device));
+    norm.forward(word.forward(input.input_ids.clone()) + position.forward(positions) + token_type.forward(types))
+}
+
 impl BertConfig {
     /// `bert-base-uncased` sizes (also the text side of ViLT).
     pub fn bert_base() -> Self {
@@ -272,36 +321,11 @@ impl Bert {
     /// # Errors
     /// One message naming what does not fit.
     pub fn check_input(&self, input: &TextInput) -> Result<()> {
-        let [b, t] = input.input_ids.dims();
-        if input.attention_mask.dims() != [b, t] {
-            return Err(Error::Config(format!(
-                "attention_mask has shape {:?}, input_ids {:?}",
-                input.attention_mask.dims(),
-                [b, t]
-            )));
-        }
-        if let Some(tt) = &input.token_type_ids {
-            if tt.dims() != [b, t] {
-                return Err(Error::Config(format!("token_type_ids has shape {:?}, input_ids {:?}", tt.dims(), [b, t])));
-            }
-        }
-        let [vocab, _] = self.word_embeddings.weight.dims();
-        let limit = self.max_text_len();
-        if t > limit {
-            return Err(Error::Config(format!(
-                "text of {t} tokens is longer than the position table allows ({limit})"
-            )));
-        }
-        let ids: Vec<i64> = input.input_ids.to_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default();
-        if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= vocab) {
-            return Err(Error::Config(format!("token id {bad} is outside the vocabulary of {vocab}")));
-        }
-        Ok(())
+        input.check(self.word_embeddings.weight.dims()[0], self.max_text_len())
     }
 
     /// Summed embeddings after LayerNorm: `[B, T, D]`.
     pub fn embed(&self, input: &TextInput) -> Tensor<3> {
-        let device = input.input_ids.device();
         let [b, t] = input.input_ids.dims();
         let positions: Vec<i64> = if self.roberta_positions {
             let pad = self.pad_token_id as i64;
@@ -324,12 +348,8 @@ impl Bert {
         } else {
             (0..b).flat_map(|_| 0..t as i64).collect()
         };
-        let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [b, t]), &device);
-        let types = input.token_type_ids.clone().unwrap_or_else(|| Tensor::zeros([b, t], &device));
-        let x = self.word_embeddings.forward(input.input_ids.clone())
-            + self.position_embeddings.forward(positions)
-            + self.token_type_embeddings.forward(types);
-        self.embed_norm.forward(x)
+        let tables = [&self.word_embeddings, &self.position_embeddings, &self.token_type_embeddings];
+        embed_tokens(tables, &self.embed_norm, input, positions)
     }
 }
 

@@ -177,6 +177,26 @@ impl<T: Tuner> ViltModel<T> {
         self
     }
 
+    /// Whether the parameter at `path` (as [`crate::weights::collect`] names it) is in the
+    /// PETL trainable set of [`ViltModel::petl_trainable`]: what an adapter checkpoint holds.
+    pub fn in_petl_set(path: &str) -> bool {
+        !path.starts_with("backbone.")
+            || ["backbone.pooler.", "backbone.token_type_embeddings.", "backbone.text_token_type_embeddings."]
+                .iter()
+                .any(|p| path.starts_with(p))
+    }
+
+    /// Parameters of the PETL trainable set outside the tuner: head, class token, pooler and
+    /// both token-type tables (the formula a measured count is checked against).
+    pub fn petl_set_params_besides_tuner(&self) -> usize {
+        let b = &self.backbone;
+        self.head.num_params()
+            + self.class_token.as_ref().map_or(0, |c| c.num_params())
+            + b.pooler.num_params()
+            + b.token_type_embeddings.num_params()
+            + b.text_token_type_embeddings.num_params()
+    }
+
     /// Every parameter trainable (full tuning).
     pub fn fully_trainable(self) -> Self {
         trainable(self)

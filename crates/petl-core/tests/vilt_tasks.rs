@@ -129,6 +129,7 @@ fn petl_trainable_set_gets_gradients_and_nothing_else() {
     assert_eq!(diff, 0.0);
     let (trainable, frozen) = measure_trainable(&model);
     assert_eq!(trainable, expected);
+    assert_eq!(model.tuner.num_params() + model.petl_set_params_besides_tuner(), expected);
     assert_eq!(trainable + frozen, model.num_params());
     let data = ShapesVl::new(VlTask::Nlvr, 4, 16, 3);
     let items: Vec<_> = (0..4).map(|i| data.get(i, None).unwrap()).collect();

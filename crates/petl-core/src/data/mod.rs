@@ -69,6 +69,17 @@ pub(crate) fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Folds the bytes of `texts` into the state `h` with [`splitmix64`]: a seed that follows a
+/// batch's content (the same batch draws the same negatives or masks on every run and resume).
+pub(crate) fn fold_texts<'a>(mut h: u64, texts: impl IntoIterator<Item = &'a str>) -> u64 {
+    for text in texts {
+        for b in text.bytes() {
+            h = splitmix64(h ^ u64::from(b));
+        }
+    }
+    h
+}
+
 /// `root/rel` for a path read from a list or annotation file, when `rel` is relative and stays
 /// inside `root` (no absolute path, no `..` climbing above it; symbolic links are not followed
 /// here). A file that names `../../etc/passwd` gets an error, not that file.

@@ -26,8 +26,12 @@ pub struct VlInput {
     pub images: Vec<Tensor<4>>,
 }
 
-/// Tokenises the texts and stacks the images of `items` (all with as many images as the first).
-fn vl_input(tokenizer: &HfTokenizer, max_len: usize, items: &[VlSample], device: &Device) -> Result<VlInput> {
+/// Stacks every image slot of `items` (all with as many images as the first, all `3 × S × S`):
+/// one `[B, 3, S, S]` tensor per slot.
+///
+/// # Errors
+/// An empty batch, or a sample whose image count or size differs from the first's (named).
+pub fn vl_images(items: &[VlSample], device: &Device) -> Result<Vec<Tensor<4>>> {
     let Some(first) = items.first() else { return Err(Error::Config("an empty batch".into())) };
     let slots = first.images.len();
     let side = first.images.first().map_or(0, |i| ((i.len() / 3) as f64).sqrt().round() as usize);
@@ -45,15 +49,28 @@ fn vl_input(tokenizer: &HfTokenizer, max_len: usize, items: &[VlSample], device:
             )));
         }
     }
+    Ok((0..slots).map(|k| stack_images(items, k, side, device)).collect())
+}
+
+/// Tokenises the texts and stacks the images of `items` ([`vl_images`]): the model input of an
+/// image–text batch.
+///
+/// # Errors
+/// As [`vl_images`]; a text the tokenizer rejects or longer than `max_len` tokens.
+pub fn vl_input(tokenizer: &HfTokenizer, max_len: usize, items: &[VlSample], device: &Device) -> Result<VlInput> {
+    let images = vl_images(items, device)?;
     let texts: Vec<String> = items.iter().map(|s| s.text.clone()).collect();
     let text = tokenizer.encode(&texts, max_len)?.input(0, items.len(), device);
-    let images = (0..slots).map(|k| stack_images(items, k, side, device)).collect();
     Ok(VlInput { text, images })
 }
 
 /// The target of every item, as `pick` reads it; an item whose target `pick` does not accept is
 /// an error: "sample {i} of the batch {what}: {target}".
-fn targets<'a, T>(items: &'a [VlSample], what: &str, pick: impl Fn(&'a VlTarget) -> Option<T>) -> Result<Vec<T>> {
+pub(crate) fn targets<'a, T>(
+    items: &'a [VlSample],
+    what: &str,
+    pick: impl Fn(&'a VlTarget) -> Option<T>,
+) -> Result<Vec<T>> {
     items
         .iter()
         .enumerate()
@@ -314,12 +331,7 @@ pub struct PairRetrieval {
 
 impl PairRetrieval {
     fn negatives_for(&self, items: &[VlSample]) -> Vec<String> {
-        let mut h = self.seed ^ 0x9e37_79b9_7f4a_7c15;
-        for s in items {
-            for b in s.text.bytes() {
-                h = crate::data::splitmix64(h ^ u64::from(b));
-            }
-        }
+        let h = crate::data::fold_texts(self.seed ^ 0x9e37_79b9_7f4a_7c15, items.iter().map(|s| s.text.as_str()));
         (0..items.len() * self.negatives)
             .map(|k| {
                 let r = crate::data::splitmix64(h.wrapping_add(k as u64));

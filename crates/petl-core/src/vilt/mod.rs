@@ -29,7 +29,6 @@ use crate::encoder::{EncodeOptions, Encoder, EncoderOutput, States};
 use crate::hooks::{BlockHooks, BlockId, Layout};
 use crate::nn::AttentionMask;
 use crate::vit::{Vit, VitConfig};
-use crate::weights::TensorMap;
 use crate::{Error, Result};
 
 /// Configuration of a ViLT backbone (the official config's names where they exist).
@@ -209,16 +208,9 @@ impl Vilt {
 
     /// Text embeddings after LayerNorm (before the class token and modality type): `[B, T, D]`.
     pub fn embed_text(&self, text: &TextInput) -> Tensor<3> {
-        let device = text.input_ids.device();
         let [b, t] = text.input_ids.dims();
-        let positions: Vec<i64> = (0..b).flat_map(|_| 0..t as i64).collect();
-        let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [b, t]), &device);
-        let types = text.token_type_ids.clone().unwrap_or_else(|| Tensor::zeros([b, t], &device));
-        self.text_norm.forward(
-            self.word_embeddings.forward(text.input_ids.clone())
-                + self.position_embeddings.forward(positions)
-                + self.text_token_type_embeddings.forward(types),
-        )
+        let tables = [&self.word_embeddings, &self.position_embeddings, &self.text_token_type_embeddings];
+        crate::bert::embed_tokens(tables, &self.text_norm, text, (0..b).flat_map(|_| 0..t as i64).collect())
     }
 
     /// The official `visual_embed` with every patch kept (module docs): images `[B, 3, H, W]`
@@ -233,13 +225,15 @@ impl Vilt {
         let [b, _, height, width] = images.dims();
         assert!(height % p == 0 && width % p == 0, "image size {height}×{width} is not a multiple of the patch {p}");
         let (gh, gw) = (height / p, width / p);
-        let sums: Vec<f32> =
-            images.clone().sum_dim(1).into_data().convert::<f32>().try_to_vec::<f32>().expect("float pixels");
-        let valid: Vec<bool> = (0..b * gh * gw)
-            .map(|k| {
-                let (bi, i, j) = (k / (gh * gw), (k / gw) % gh, k % gw);
-                sums[bi * height * width + p * i * width + p * j] != 0.0
-            })
+        // The channel sum at each patch's top-left pixel (P·i, P·j), read back alone.
+        let corners = images.clone().sum_dim(1).reshape([b, gh, p, gw, p]).narrow(2, 0, 1).narrow(4, 0, 1);
+        let valid: Vec<bool> = corners
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("float pixels")
+            .iter()
+            .map(|&v| v != 0.0)
             .collect();
         let pos = self.transformer.pos_embed.val();
         let [_, n, d] = pos.dims();
@@ -270,31 +264,13 @@ impl Vilt {
         (Tensor::cat(vec![cls, x], 1), padding)
     }
 
-    /// Checks a batch: text as [`crate::bert::Bert::check_input`] does (shapes, vocabulary,
-    /// positions), images a multiple of the patch size, the modality type inside the table.
+    /// Checks a batch: the text with [`TextInput::check`] (shapes, vocabulary, positions), images a multiple of the patch size, the modality type inside the table.
     ///
     /// # Errors
     /// One message naming what does not fit.
     pub fn check_input(&self, input: &ViltInput) -> Result<()> {
-        let [b, t] = input.text.input_ids.dims();
-        if input.text.attention_mask.dims() != [b, t] {
-            return Err(Error::Config(format!(
-                "attention_mask has shape {:?}, input_ids {:?}",
-                input.text.attention_mask.dims(),
-                [b, t]
-            )));
-        }
-        if t > self.max_text_len() {
-            return Err(Error::Config(format!(
-                "text of {t} tokens is longer than the {} positions",
-                self.max_text_len()
-            )));
-        }
-        let [vocab, _] = self.word_embeddings.weight.dims();
-        let ids: Vec<i64> = input.text.input_ids.to_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default();
-        if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= vocab) {
-            return Err(Error::Config(format!("token id {bad} is outside the vocabulary of {vocab}")));
-        }
+        input.text.check(self.word_embeddings.weight.dims()[0], self.max_text_len())?;
+        let [b, _] = input.text.input_ids.dims();
         let [ib, c, h, w] = input.images.dims();
         let p = self.patch_size();
         if ib != b || c != 3 || h % p != 0 || w % p != 0 || h == 0 || w == 0 {
@@ -362,76 +338,6 @@ impl crate::merge::LinearSites for Vilt {
     ) -> Option<(&mut burn::nn::Linear, std::ops::Range<usize>)> {
         self.transformer.linear_mut(index, site)
     }
-}
-
-/// The official ViLT checkpoint's backbone keys (`text_embeddings.*`, `token_type_embeddings`,
-/// `transformer.*` as timm's ViT, `pooler.dense`) → [`Vilt`] paths. Keys of heads
-/// (`itm_score.*`, `mlm_score.*`, task classifiers, `rank_output`, `token4classifier`) and of
-/// PETL modules are left in the returned `rest` for the caller. When the model has more modality
-/// types than the checkpoint (NLVR2: 3 rows), the missing rows copy the last one, as the official
-/// NLVR2 fine-tuning does.
-///
-/// # Errors
-/// A missing backbone key (named).
-pub fn vilt_official(src: TensorMap, modality_types: usize) -> Result<(TensorMap, TensorMap)> {
-    use crate::weights::HostTensor;
-    let source = src.source.clone();
-    let (mut text, mut vit, mut rest) = (TensorMap::new(&source), TensorMap::new(&source), TensorMap::new(&source));
-    for (k, v) in src.tensors {
-        if let Some(inner) = k.strip_prefix("transformer.") {
-            // PETL modules inside the blocks stay with the caller.
-            if inner.contains(".attn.APT.")
-                || inner.contains("lora")
-                || inner.contains("adapter")
-                || inner.contains(".PA.")
-                || inner.contains("prompt")
-            {
-                rest.insert(k, v);
-            } else {
-                vit.insert(inner, v);
-            }
-        } else if k.starts_with("text_embeddings.")
-            || k == "token_type_embeddings.weight"
-            || k.starts_with("pooler.dense.")
-        {
-            text.insert(k, v);
-        } else {
-            rest.insert(k, v);
-        }
-    }
-    let mut dst = TensorMap::new(&source);
-    for (k, v) in crate::weights::families::vit_timm(vit)?.tensors {
-        dst.insert(format!("transformer.{k}"), v);
-    }
-    for (theirs, ours) in [
-        ("text_embeddings.word_embeddings.weight", "word_embeddings.weight"),
-        ("text_embeddings.position_embeddings.weight", "position_embeddings.weight"),
-        ("text_embeddings.token_type_embeddings.weight", "text_token_type_embeddings.weight"),
-        ("text_embeddings.LayerNorm.weight", "text_norm.gamma"),
-        ("text_embeddings.LayerNorm.bias", "text_norm.beta"),
-        ("pooler.dense.bias", "pooler.bias"),
-    ] {
-        dst.insert(ours, text.take(theirs)?);
-    }
-    dst.insert("pooler.weight", text.take("pooler.dense.weight")?.t());
-    let types = text.take("token_type_embeddings.weight")?;
-    let (rows, d) = (types.shape[0], types.shape[1]);
-    let types = if modality_types > rows && rows > 0 {
-        let mut data = types.data.clone();
-        for _ in rows..modality_types {
-            data.extend_from_slice(&types.data[(rows - 1) * d..rows * d]);
-        }
-        HostTensor::new(vec![modality_types, d], data)
-    } else {
-        types
-    };
-    dst.insert("token_type_embeddings.weight", types);
-    for (k, v) in text.tensors {
-        if !k.ends_with("position_ids") {
-            dst.insert(format!("<unmapped>{k}"), v);
-        }
-    }
-    Ok((dst, rest))
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@
 //! the embedded reproductions use it, because a small model otherwise spends MLM on function
 //! words that the text alone predicts and learns little grounding.
 
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -21,12 +20,13 @@ use burn::tensor::TensorData;
 use super::{Vilt, ViltInput};
 use crate::data::Samples;
 use crate::data::text::HfTokenizer;
-use crate::data::vl::{VlSample, VlTarget, stack_images};
+use crate::data::vl::{VlSample, VlTarget};
 use crate::encoder::{EncodeOptions, Encoder};
 use crate::hooks::NoHooks;
 use crate::ops::gelu;
 use crate::train::objectives::{IGNORE_INDEX, seq2seq_cross_entropy};
-use crate::train::task::{Evaluation, Task, TaskOutput, for_each_batch};
+use crate::train::task::{Evaluation, Task, TaskOutput, cross_entropy_top1, for_each_batch};
+use crate::train::vl::{targets, vl_images};
 use crate::{Error, Result};
 
 /// A ViLT with its pretraining heads: ITM (`[D, 2]`, "match" is class 1) and BERT's MLM head
@@ -102,14 +102,10 @@ impl ItmMlm {
         if b == 0 {
             return Err(Error::Config("an empty batch".into()));
         }
-        let ids: Vec<usize> = items
-            .iter()
-            .enumerate()
-            .map(|(i, s)| match s.target {
-                VlTarget::Match(id) => Ok(id),
-                _ => Err(Error::Config(format!("sample {i} of the batch is not a captioned image: {:?}", s.target))),
-            })
-            .collect::<Result<_>>()?;
+        let ids = targets(items, "is not a captioned image", |t| match t {
+            VlTarget::Match(id) => Some(*id),
+            _ => None,
+        })?;
         // Odd rows see the next sample's image.
         let partner = |i: usize| if i % 2 == 1 && b > 1 { (i + 1) % b } else { i };
         let paired: Vec<VlSample> =
@@ -117,12 +113,7 @@ impl ItmMlm {
         let matched: Vec<i64> = (0..b).map(|i| i64::from(ids[partner(i)] == ids[i])).collect();
         let texts: Vec<String> = items.iter().map(|s| s.text.clone()).collect();
         let tokens = self.tokenizer.encode(&texts, self.max_len)?;
-        let mut h = crate::data::splitmix64(self.seed);
-        for t in &texts {
-            for byte in t.bytes() {
-                h = crate::data::splitmix64(h ^ u64::from(byte));
-            }
-        }
+        let mut h = crate::data::fold_texts(crate::data::splitmix64(self.seed), texts.iter().map(String::as_str));
         let mut ids_masked = tokens.ids.clone();
         let mut labels = vec![IGNORE_INDEX; tokens.ids.len()];
         let mut candidates = vec![];
@@ -166,14 +157,9 @@ impl ItmMlm {
             ids_masked[k] = self.mask_id;
         }
         let masked = crate::data::text::TokenBatch { ids: ids_masked, ..tokens.clone() };
-        let side = ((paired[0].images[0].len() / 3) as f64).sqrt().round() as usize;
+        let images = vl_images(&paired, device)?.into_iter().next().expect("a captioned image");
         Ok(ItmMlmBatch {
-            input: ViltInput {
-                text: masked.input(0, b, device),
-                images: stack_images(&paired, 0, side, device),
-                image_type: 1,
-                class_token: None,
-            },
+            input: ViltInput { text: masked.input(0, b, device), images, image_type: 1, class_token: None },
             matched: Tensor::from_data(TensorData::new(matched, [b]), device),
             labels: Tensor::from_data(TensorData::new(labels, [b, tokens.len]), device),
         })
@@ -193,11 +179,9 @@ impl Task<ViltPretraining> for ItmMlm {
     }
 
     fn forward(&self, model: &ViltPretraining, batch: ItmMlmBatch) -> TaskOutput {
-        let [b] = batch.matched.dims();
         let (itm, mlm) = model.forward(batch.input);
-        let correct = itm.clone().argmax(1).reshape([b]).equal(batch.matched.clone()).float().sum();
-        let itm_loss = CrossEntropyLossConfig::new().init(&itm.device()).forward(itm, batch.matched);
-        TaskOutput { loss: itm_loss + seq2seq_cross_entropy(mlm, batch.labels), score_sum: Some(correct) }
+        let itm = cross_entropy_top1(itm, batch.matched, 0.0);
+        TaskOutput { loss: itm.loss + seq2seq_cross_entropy(mlm, batch.labels), score_sum: itm.score_sum }
     }
 
     fn evaluate(&self, model: &ViltPretraining, data: &dyn Samples<VlSample>, batch_size: usize) -> Result<Evaluation> {

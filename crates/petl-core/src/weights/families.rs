@@ -286,3 +286,69 @@ pub fn clip_vision_hf(src: TensorMap) -> Result<TensorMap> {
     leftovers(src, &mut dst, |k| k.ends_with("position_ids"));
     Ok(dst)
 }
+
+/// The official ViLT checkpoint's backbone keys (`vilt_200k_mlm_itm.ckpt`; `text_embeddings.*`,
+/// `token_type_embeddings`, `transformer.*` as timm's ViT via [`vit_timm`], `pooler.dense`) →
+/// [`crate::vilt::Vilt`] paths. Keys of heads (`itm_score.*`, `mlm_score.*`, task classifiers,
+/// `rank_output`, `token4classifier`) and of PETL modules are returned apart (`rest`) for the
+/// caller. When the model has more modality types than the checkpoint (NLVR2: 3 rows), the
+/// missing rows copy the last one, as the official NLVR2 fine-tuning does.
+///
+/// # Errors
+/// A missing backbone key (named).
+pub fn vilt_official(src: TensorMap, modality_types: usize) -> Result<(TensorMap, TensorMap)> {
+    let source = src.source.clone();
+    let (mut text, mut vit, mut rest) = (TensorMap::new(&source), TensorMap::new(&source), TensorMap::new(&source));
+    for (k, v) in src.tensors {
+        if let Some(inner) = k.strip_prefix("transformer.") {
+            // PETL modules inside the blocks stay with the caller.
+            if inner.contains(".attn.APT.")
+                || inner.contains("lora")
+                || inner.contains("adapter")
+                || inner.contains(".PA.")
+                || inner.contains("prompt")
+            {
+                rest.insert(k, v);
+            } else {
+                vit.insert(inner, v);
+            }
+        } else if k.starts_with("text_embeddings.")
+            || k == "token_type_embeddings.weight"
+            || k.starts_with("pooler.dense.")
+        {
+            text.insert(k, v);
+        } else {
+            rest.insert(k, v);
+        }
+    }
+    let mut dst = TensorMap::new(&source);
+    for (k, v) in vit_timm(vit)?.tensors {
+        dst.insert(format!("transformer.{k}"), v);
+    }
+    let e = "text_embeddings";
+    for table in ["word_embeddings", "position_embeddings"] {
+        rename(&mut text, &mut dst, &format!("{e}.{table}.weight"), &format!("{table}.weight"), keep)?;
+    }
+    rename(
+        &mut text,
+        &mut dst,
+        &format!("{e}.token_type_embeddings.weight"),
+        "text_token_type_embeddings.weight",
+        keep,
+    )?;
+    norm(&mut text, &mut dst, &format!("{e}.LayerNorm"), "text_norm")?;
+    linear(&mut text, &mut dst, "pooler.dense", "pooler")?;
+    rename(&mut text, &mut dst, "token_type_embeddings.weight", "token_type_embeddings.weight", |t| {
+        let (rows, d) = (t.shape[0], t.shape[1]);
+        if modality_types <= rows || rows == 0 {
+            return t;
+        }
+        let mut data = t.data.clone();
+        for _ in rows..modality_types {
+            data.extend_from_slice(&t.data[(rows - 1) * d..rows * d]);
+        }
+        HostTensor::new(vec![modality_types, d], data)
+    })?;
+    leftovers(text, &mut dst, |k| k.ends_with("position_ids"));
+    Ok((dst, rest))
+}
