@@ -12,6 +12,7 @@ mod bench;
 mod encode;
 mod methods;
 mod predict;
+mod predict_apt;
 mod reproduce;
 mod table;
 

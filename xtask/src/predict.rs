@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::load_backbone_weights;
 use crate::methods::{self, MethodSpec};
 
-/// Options of `predict`.
+/// Options of `predict` (`predict apt`: see `predict_apt`).
 #[derive(Args, Debug)]
 pub struct PredictArgs {
     /// Method of the checkpoint (`cargo xtask methods`): arc, arc-att, lora, adapter,
@@ -50,6 +50,18 @@ pub struct PredictArgs {
     /// Output `.npy` of float32 logits `[N, K]`.
     #[arg(long)]
     pub output: PathBuf,
+    /// APT: the task whose logits to write (`vqa`, `nlvr2`, `irtr`).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// APT: the method the checkpoint must hold (read off the file when absent).
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// APT: token ids, int64 `[N, T]` (`.npy`; the tokenizer's padding id marks padding).
+    #[arg(long)]
+    pub input_ids: Option<PathBuf>,
+    /// APT: pixels, float32 `[N, 3, H, W]` (`[N, 2, 3, H, W]` for NLVR2) (`.npy`).
+    #[arg(long)]
+    pub pixels: Option<PathBuf>,
     /// Backend.
     #[arg(long, default_value = "flex")]
     pub backend: String,
@@ -149,7 +161,7 @@ fn read_input(args: &PredictArgs, size: usize) -> Result<(Vec<f32>, usize)> {
     Ok((data, files.len()))
 }
 
-fn write_npy(path: &Path, data: &[f32], shape: [usize; 2]) -> Result<()> {
+pub(crate) fn write_npy(path: &Path, data: &[f32], shape: [usize; 2]) -> Result<()> {
     let mut bytes = vec![];
     {
         use npyz::WriterBuilder;
@@ -167,6 +179,12 @@ fn write_npy(path: &Path, data: &[f32], shape: [usize; 2]) -> Result<()> {
 
 /// Entry point of `predict`.
 pub fn run(args: PredictArgs) -> Result<()> {
+    if args.method == "apt" {
+        return crate::predict_apt::run(args);
+    }
+    if args.task.is_some() || args.variant.is_some() || args.input_ids.is_some() || args.pixels.is_some() {
+        bail!("--task, --variant, --input-ids and --pixels are options of `predict apt`");
+    }
     let device = petl_core::device::device_from_name(&args.backend)?;
     let ext = args.checkpoint.extension().and_then(|e| e.to_str()).unwrap_or("");
     let (model, size) = if ext == "pth" || ext == "pt" {

@@ -626,3 +626,181 @@ fn apt_bench_sets_each_variant_beside_the_plain_backbone() {
     let trainable = |v: &str| rows.iter().find(|r| r["variant"] == v).unwrap()["trainable_params"].as_u64().unwrap();
     assert!(trainable("apt") > trainable("classifier") && trainable("lora") > trainable("classifier"));
 }
+
+fn apt_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/apt/tests/fixtures").join(name)
+}
+
+/// Every tensor of a safetensors fixture: (shape, f64 values).
+fn read_st(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data: Vec<f64> = match view.dtype() {
+                safetensors::Dtype::I64 => {
+                    view.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+                }
+                safetensors::Dtype::F32 => {
+                    view.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+                }
+                other => panic!("{name}: {other:?}"),
+            };
+            (name, (view.shape().to_vec(), data))
+        })
+        .collect()
+}
+
+fn write_npy_as<T: npyz::Serialize + npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) {
+    use npyz::WriterBuilder;
+    let mut bytes = vec![];
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut w = npyz::WriteOptions::<T>::new().default_dtype().shape(&shape).writer(&mut bytes).begin_nd().unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// `[N, 3, H, W']` zero-padded on the right to width `w` (ViLT's batch padding).
+fn pad_width(shape: &[usize], data: &[f64], w: usize) -> Vec<f32> {
+    let (n, c, h, w0) = (shape[0], shape[1], shape[2], shape[3]);
+    let mut out = vec![0.0f32; n * c * h * w];
+    for i in 0..n * c * h {
+        for j in 0..w0 {
+            out[i * w + j] = data[i * w0 + j] as f32;
+        }
+    }
+    out
+}
+
+fn assert_close(path: &Path, want: &(Vec<usize>, Vec<f64>)) {
+    let (shape, got) = read_npy(path);
+    assert_eq!(shape.iter().map(|&d| d as usize).collect::<Vec<_>>(), want.0);
+    let d = got.iter().zip(&want.1).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+    assert!(d <= 1e-4, "{} differs from the reference by {d}", path.display());
+}
+
+/// `predict apt` on official-format files: the ViLT APT Lightning checkpoint (VQA, and NLVR2 with
+/// ViLT's zero-padded image pairs) and a METER APT state dict (VQA, NLVR2), against the PyTorch
+/// reference logits; contradicting `--config` values, another variant and missing heads are
+/// clear errors.
+#[test]
+fn predict_apt_reproduces_official_vilt_and_meter_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let s = |path: &Path| path.to_str().unwrap().to_string();
+
+    let io = read_st(&apt_fixture("vilt_tiny_io.safetensors"));
+    let (ids_shape, ids) = &io["input_ids"];
+    write_npy_as(&p("ids.npy"), ids_shape, &ids.iter().map(|&v| v as i64).collect::<Vec<_>>());
+    let (px_shape, px) = &io["pixels"];
+    write_npy_as(&p("px.npy"), px_shape, &px.iter().map(|&v| v as f32).collect::<Vec<_>>());
+    let ckpt = s(&apt_fixture("vilt_tiny_apt_lightning.ckpt"));
+    let base = |task: &str, pixels: &Path, out: &Path| -> Vec<String> {
+        [
+            "predict",
+            "apt",
+            "--checkpoint",
+            &ckpt,
+            "--config",
+            r#"{"num_heads": 4, "vqav2_label_size": 7}"#,
+            "--task",
+            task,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .chain(["--input-ids".into(), s(&p("ids.npy")), "--pixels".into(), s(pixels), "--output".into(), s(out)])
+        .collect()
+    };
+    let run = |args: Vec<String>| ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run(base("vqa", &p("px.npy"), &p("vqa.npy")));
+    assert_close(&p("vqa.npy"), &io["vqa_logits.apt"]);
+    // NLVR2 pairs [N, 2, 3, H, W]: the second image (40 px wide) zero-padded to 48, as ViLT batches.
+    let w = px_shape[3];
+    let first = pad_width(px_shape, px, w);
+    let (pair_shape, pair) = &io["pixels_pair"];
+    let second = pad_width(pair_shape, pair, w);
+    let per = 3 * px_shape[2] * w;
+    let pairs: Vec<f32> = (0..px_shape[0])
+        .flat_map(|i| first[i * per..(i + 1) * per].iter().chain(&second[i * per..(i + 1) * per]))
+        .copied()
+        .collect();
+    write_npy_as(&p("pairs.npy"), &[px_shape[0], 2, 3, px_shape[2], w], &pairs);
+    run(base("nlvr2", &p("pairs.npy"), &p("nlvr2.npy")));
+    assert_close(&p("nlvr2.npy"), &io["nlvr2_logits.apt"]);
+
+    // METER: the backbone and APT files merged into one official state dict.
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = vec![];
+    for file in ["meter_tiny.safetensors", "meter_tiny_apt.safetensors"] {
+        let bytes = std::fs::read(apt_fixture(file)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for (name, view) in st.tensors() {
+            tensors.push((name, view.shape().to_vec(), view.data().to_vec()));
+        }
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, shape, data)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap())
+        })
+        .collect();
+    std::fs::write(p("meter_apt.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    let mio = read_st(&apt_fixture("meter_tiny_ref.safetensors"));
+    let (ids_shape, ids) = &mio["input_ids"];
+    write_npy_as(&p("mids.npy"), ids_shape, &ids.iter().map(|&v| v as i64).collect::<Vec<_>>());
+    let f32s = |v: &Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+    let (px_shape, px) = &mio["pixels"];
+    write_npy_as(&p("mpx.npy"), px_shape, &f32s(px));
+    let per = px.len() / px_shape[0];
+    let px2 = &mio["pixels2"].1;
+    let pairs: Vec<f32> = (0..px_shape[0])
+        .flat_map(|i| {
+            f32s(&px[i * per..(i + 1) * per].to_vec()).into_iter().chain(f32s(&px2[i * per..(i + 1) * per].to_vec()))
+        })
+        .collect();
+    write_npy_as(&p("mpairs.npy"), &[px_shape[0], 2, 3, px_shape[2], px_shape[3]], &pairs);
+    let meter = |task: &str, pixels: &str, out: &str, config: &str| -> Vec<String> {
+        let ckpt = s(&p("meter_apt.safetensors"));
+        [
+            "predict",
+            "apt",
+            "--backbone",
+            "meter",
+            "--checkpoint",
+            &ckpt,
+            "--config",
+            config,
+            "--task",
+            task,
+            "--input-ids",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .chain([s(&p("mids.npy")), "--pixels".into(), s(&p(pixels)), "--output".into(), s(&p(out))])
+        .collect()
+    };
+    let heads = r#"{"num_heads": 4, "text_num_heads": 4, "vision_num_heads": 4}"#;
+    run(meter("vqa", "mpx.npy", "mvqa.npy", heads));
+    assert_close(&p("mvqa.npy"), &mio["apt.vqa_logits"]);
+    run(meter("nlvr2", "mpairs.npy", "mnlvr2.npy", heads));
+    assert_close(&p("mnlvr2.npy"), &mio["apt.nlvr2_logits"]);
+
+    let fail = |args: Vec<String>| fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = fail(meter(
+        "vqa",
+        "mpx.npy",
+        "x.npy",
+        r#"{"num_heads": 4, "text_num_heads": 4, "vision_num_heads": 4, "num_prompts": 200}"#,
+    ));
+    assert!(err.contains("`num_prompts` = 200") && err.contains("holds 6"), "{err}");
+    let err = fail(meter("vqa", "mpx.npy", "x.npy", "{}"));
+    assert!(err.contains("heads"), "{err}");
+    let mut wrong = base("vqa", &p("px.npy"), &p("x.npy"));
+    wrong.extend(["--variant".to_string(), "lora".to_string()]);
+    let err = fail(wrong);
+    assert!(err.contains("holds a `apt` model, not `lora`"), "{err}");
+    let err = fail(meter("vqa", "px.npy", "x.npy", heads));
+    assert!(err.contains("px.npy"), "{err}");
+    assert!(!p("x.npy").exists(), "nothing written on error");
+}

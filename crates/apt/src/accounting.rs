@@ -61,7 +61,10 @@ impl Arch {
     /// METER (CLIP-ViT-B/16 at 384 px + RoBERTa-base, 6 cross layers per stream) at the
     /// tables' token counts (41 text, 577 image); backbone 319,474,688 parameters.
     pub fn meter() -> Self {
-        Arch::TwoStream { layers: 6, dim: 768, text_tokens: 41, image_tokens: 577, backbone_params: 319_474_688 }
+        // The paper counts the checkpoint's unused CLIP text-side tensors too (positional_embedding
+        // 77 × 512 and ln_final: 40,448), which the port does not load.
+        let backbone_params = petl_core::meter::MeterConfig::meter_clip16_roberta(384).num_params() + 40_448;
+        Arch::TwoStream { layers: 6, dim: 768, text_tokens: 41, image_tokens: 577, backbone_params }
     }
 
     /// A named backbone of the tables: `vilt-b32` or `meter`.
@@ -73,32 +76,29 @@ impl Arch {
         }
     }
 
-    /// Sites with one attention each, as a layout: ViLT's blocks; METER's self- and
-    /// cross-attention sub-layers of both streams (text stream first).
-    pub fn attention_layout(&self) -> Layout {
+    /// The blocks the methods are built for: ViLT's 12 blocks; METER's 12 fusion layers (text
+    /// stream, then image stream), each with self- and cross-attention (as
+    /// [`petl_core::meter::MeterConfig::layout`]).
+    pub fn layout(&self) -> Layout {
         match *self {
             Arch::SingleStream { layers, dim, .. } => Layout {
-                blocks: (0..layers).map(|i| BlockInfo { id: BlockId::vision(0, i), dim, mlp_dim: 4 * dim }).collect(),
+                blocks: (0..layers).map(|i| BlockInfo::new(BlockId::vision(0, i), dim, 4 * dim)).collect(),
                 feature_dim: dim,
             },
             Arch::TwoStream { layers, dim, .. } => Layout {
                 blocks: (0..2 * layers)
-                    .flat_map(|i| {
-                        [SubLayer::SelfAttention, SubLayer::CrossAttention].map(|sublayer| BlockInfo {
-                            id: BlockId { tower: Tower::Fusion, stage: i / layers, index: i, sublayer },
-                            dim,
-                            mlp_dim: 4 * dim,
-                        })
+                    .map(|i| {
+                        let id = BlockId {
+                            tower: Tower::Fusion,
+                            stage: i / layers,
+                            index: i,
+                            sublayer: SubLayer::SelfAttention,
+                        };
+                        BlockInfo { cross_attention: true, ..BlockInfo::new(id, dim, 4 * dim) }
                     })
                     .collect(),
                 feature_dim: 2 * dim,
             },
-        }
-    }
-
-    fn dim(&self) -> usize {
-        match *self {
-            Arch::SingleStream { dim, .. } | Arch::TwoStream { dim, .. } => dim,
         }
     }
 }
@@ -107,24 +107,11 @@ impl Arch {
 /// types); full tuning: the backbone's parameters (true count; the paper's cells add
 /// 3,833,880 APT parameters the authors' model still contained).
 pub fn updated_params(arch: Arch, variant: Variant, cfg: &VariantConfig) -> usize {
-    let d = arch.dim();
-    let attention = arch.attention_layout();
     match (arch, variant) {
         (Arch::SingleStream { backbone_params, .. } | Arch::TwoStream { backbone_params, .. }, Variant::Full) => {
             backbone_params
         }
-        (_, Variant::Classifier) => 0,
-        (Arch::SingleStream { .. }, v) => cfg.num_params(v, &attention),
-        (Arch::TwoStream { layers, .. }, Variant::DeepPrompt) => {
-            let sets = if cfg.meter_deep_prompt_cross_only { 2 * layers } else { 4 * layers };
-            sets * cfg.deep_prompts * d
-        }
-        (Arch::TwoStream { layers, .. }, Variant::Adapter) => {
-            // One per attention output and one per FFN output: 3 per cross layer.
-            let b = cfg.adapter_bottleneck;
-            3 * 2 * layers * (2 * d * b + b + d)
-        }
-        (Arch::TwoStream { .. }, v) => cfg.num_params(v, &attention),
+        (_, v) => cfg.num_params(v, &arch.layout()),
     }
 }
 
@@ -188,6 +175,9 @@ mod tests {
             assert_eq!(updated_params(vilt, v, &cfg), want, "ViLT {v:?}");
         }
         let meter = Arch::meter();
+        let built = petl_core::meter::MeterConfig::meter_clip16_roberta(384);
+        assert_eq!(meter.layout(), built.layout());
+        assert_eq!(built.num_params() + 40_448, 319_474_688);
         for (v, want) in [
             (Variant::Apt, 3_833_880),
             (Variant::DeepPrompt, 3_686_400),

@@ -27,7 +27,7 @@ pub use module::AptModule;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use petl_core::hooks::{BlockHooks, BlockId, Layout, LinearSite, NoHooks};
+use petl_core::hooks::{BlockHooks, BlockId, Layout, LinearSite, NoHooks, SubLayer};
 use petl_core::nn::AttentionMask;
 use petl_core::tuners::{
     Activation, BottleneckAdapter, BottleneckAdapterConfig, DeepPrompt, DeepPromptConfig, Lora, LoraConfig,
@@ -54,33 +54,44 @@ impl AptConfig {
         self.num_prompts * d + 2 * d * self.rank + 1
     }
 
-    /// Parameters on a backbone of this layout (one module per block's attention).
+    /// Parameters on a backbone of this layout (one module per attention: per block, and per
+    /// cross-attention of fusion layers).
     pub fn num_params(&self, layout: &Layout) -> usize {
-        layout.blocks.iter().map(|b| self.module_params(b.dim)).sum()
+        let attentions = if layout.cross_attention() { 2 } else { 1 };
+        layout.blocks.iter().map(|b| attentions * self.module_params(b.dim)).sum()
     }
 
-    /// Allocates one module per block of `layout`.
+    /// Allocates one module per attention of `layout`.
     pub fn init(&self, layout: &Layout, device: &Device) -> Apt {
-        Apt {
-            modules: layout
+        let make = || {
+            layout
                 .blocks
                 .iter()
                 .map(|b| AptModule::init(b.dim, self.num_prompts, self.rank, self.freeze_scale, device))
-                .collect(),
-        }
+                .collect()
+        };
+        Apt { modules: make(), cross: if layout.cross_attention() { make() } else { Vec::new() } }
     }
 }
 
-/// APT in every block (single-stream backbones: after the attention output projection).
+/// APT after every attention output projection: ViLT's 12 blocks; METER's self- and
+/// cross-attention of its 12 fusion layers (inside `BertSelfOutput`, before the dropout, the
+/// residual add and the post-LN).
 #[derive(Module, Debug)]
 pub struct Apt {
-    /// One module per block.
+    /// One module per block's (self-)attention.
     pub modules: Vec<AptModule>,
+    /// One module per block's cross-attention (empty without cross-attention).
+    pub cross: Vec<AptModule>,
 }
 
 impl BlockHooks for Apt {
     fn attn_output(&self, at: BlockId, x: Tensor<3>, query_input: &Tensor<3>) -> Tensor<3> {
-        self.modules[at.index].forward(x, query_input.clone())
+        let module = match at.sublayer {
+            SubLayer::CrossAttention => &self.cross[at.index],
+            _ => &self.modules[at.index],
+        };
+        module.forward(x, query_input.clone())
     }
 }
 
@@ -192,7 +203,10 @@ pub struct VariantConfig {
 impl VariantConfig {
     /// Deep prompts as the paper's baseline: VPT's uniform bound with its patch-16 constant.
     pub fn deep_prompt(&self) -> DeepPromptConfig {
-        DeepPromptConfig::new().with_num_prompts(self.deep_prompts).with_init_patch_size(16)
+        DeepPromptConfig::new()
+            .with_num_prompts(self.deep_prompts)
+            .with_init_patch_size(16)
+            .with_cross_attention_only(self.meter_deep_prompt_cross_only)
     }
 
     /// LoRA as the official code writes it: `A ~ N(0, 1)`, `B = 0`, no `α/r` scaling.
@@ -290,6 +304,9 @@ impl BlockHooks for VlTuner {
     }
     fn attn_output(&self, at: BlockId, x: Tensor<3>, query_input: &Tensor<3>) -> Tensor<3> {
         self.hooks().attn_output(at, x, query_input)
+    }
+    fn attn_residual(&self, at: BlockId, x: Tensor<3>, input: &Tensor<3>) -> Tensor<3> {
+        self.hooks().attn_residual(at, x, input)
     }
     fn mlp_residual(&self, at: BlockId, x: Tensor<3>) -> Tensor<3> {
         self.hooks().mlp_residual(at, x)

@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+mod common;
+
 use apt::{AptConfig, AptModule, Variant, VariantConfig, VlTuner, official};
 use burn::module::Module;
 use burn::prelude::*;
@@ -26,22 +28,7 @@ fn fixture(name: &str) -> TensorMap {
 
 /// The fixture's tensors, int64 ones converted to f32 (ids and masks are small integers).
 fn io_fixture() -> TensorMap {
-    let bytes = std::fs::read(fixture_path("vilt_tiny_io.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut map = TensorMap::new("vilt_tiny_io");
-    for (name, view) in st.tensors() {
-        let data: Vec<f32> = match view.dtype() {
-            safetensors::Dtype::I64 => {
-                view.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
-            }
-            safetensors::Dtype::F32 => {
-                view.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
-            }
-            other => panic!("{name}: {other:?}"),
-        };
-        map.insert(name, HostTensor::new(view.shape().to_vec(), data));
-    }
-    map
+    common::read_mixed(&fixture_path("vilt_tiny_io.safetensors"))
 }
 
 fn device() -> Device {

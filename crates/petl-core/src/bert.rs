@@ -190,7 +190,7 @@ impl BertConfig {
     pub fn layout(&self) -> Layout {
         Layout {
             blocks: (0..self.num_hidden_layers)
-                .map(|i| BlockInfo { id: BlockId::text(i), dim: self.hidden_size, mlp_dim: self.intermediate_size })
+                .map(|i| BlockInfo::new(BlockId::text(i), self.hidden_size, self.intermediate_size))
                 .collect(),
             feature_dim: self.hidden_size,
         }
@@ -280,7 +280,8 @@ impl BertLayer {
         let v = lin(&self.value, LinearSite::Value, kv);
         let ctx = hooks.attention(at, q, k, v, self.num_heads, &mask);
         let a = hooks.attn_output(at, lin(&self.attn_out, LinearSite::AttnOut, ctx), &y);
-        let h = hooks.mlp_residual(at.ffn(), self.attn_norm.forward(x + a));
+        let h = hooks.attn_residual(at, self.attn_norm.forward(x + a), &y);
+        let h = hooks.mlp_residual(at.ffn(), h);
         let z = hooks.mlp_input(at.ffn(), h.clone());
         let f = hooks.mlp_output(at.ffn(), lin(&self.fc2, LinearSite::Fc2, gelu(lin(&self.fc1, LinearSite::Fc1, z))));
         self.ffn_norm.forward(h + f)
@@ -380,7 +381,7 @@ impl Encoder for Bert {
                 .layers
                 .iter()
                 .enumerate()
-                .map(|(i, l)| BlockInfo { id: BlockId::text(i), dim: d, mlp_dim: l.fc1.weight.dims()[1] })
+                .map(|(i, l)| BlockInfo::new(BlockId::text(i), d, l.fc1.weight.dims()[1]))
                 .collect(),
             feature_dim: d,
         }

@@ -99,6 +99,18 @@ pub struct BlockInfo {
     pub dim: usize,
     /// Hidden width of its FFN.
     pub mlp_dim: usize,
+    /// Whether the block has a cross-attention sub-layer between its self-attention and its
+    /// FFN (two-stream fusion layers, decoders). Tuners keep their cross-attention modules in
+    /// separate lists indexed like the blocks, so a layout has cross-attention in all of its
+    /// blocks or in none ([`Layout::cross_attention`] checks it).
+    pub cross_attention: bool,
+}
+
+impl BlockInfo {
+    /// A block without cross-attention.
+    pub fn new(id: BlockId, dim: usize, mlp_dim: usize) -> Self {
+        Self { id, dim, mlp_dim, cross_attention: false }
+    }
 }
 
 /// The layout of a backbone: its blocks in forward order.
@@ -114,6 +126,17 @@ impl Layout {
     /// Number of stages (distinct `stage` values).
     pub fn num_stages(&self) -> usize {
         self.blocks.iter().map(|b| b.id.stage + 1).max().unwrap_or(0)
+    }
+
+    /// Whether the blocks have cross-attention sub-layers (tuners then allocate their
+    /// cross-attention modules, one per block).
+    ///
+    /// # Panics
+    /// If only some blocks have one (no backbone is built that way).
+    pub fn cross_attention(&self) -> bool {
+        let n = self.blocks.iter().filter(|b| b.cross_attention).count();
+        assert!(n == 0 || n == self.blocks.len(), "a layout has cross-attention in all blocks or in none");
+        n > 0
     }
 
     /// Width of stage `s`.
@@ -162,6 +185,13 @@ pub trait BlockHooks {
     /// Output of the attention branch (after the output projection), before the residual add;
     /// `query_input` is the branch's query-side input (after LN1 and `attn_input`).
     fn attn_output(&self, _at: BlockId, x: Tensor<3>, _query_input: &Tensor<3>) -> Tensor<3> {
+        x
+    }
+    /// The residual stream right after an attention sub-layer — pre-LN blocks: `x + attn`;
+    /// post-LN blocks (BERT, fusion layers): after that sub-layer's LayerNorm — with the
+    /// sub-layer's branch input `input` (pre-LN: after LN1; post-LN: the sub-layer's input, after
+    /// `attn_input`). A parallel branch added here reads the same input as the attention.
+    fn attn_residual(&self, _at: BlockId, x: Tensor<3>, _input: &Tensor<3>) -> Tensor<3> {
         x
     }
     /// Residual stream between the two sub-layers, before LN2.

@@ -30,12 +30,15 @@
 //! | `linear(site, x, y)` | after each frozen linear `y = x W + c` (q, k, v, out, fc1, fc2; cross-attention sites) | LoRA |
 //! | `kv_prompts(at)` | extra key/value tokens before LN1 and the frozen k/v projections | deep prompt |
 //! | `attention(at, q, k, v, heads, mask)` | the attention itself (default: [`nn::multi_head_attention`], `N_q ≠ N_kv`, masks) | replacements of the attention |
-//! | `attn_output(at, o, query_input)` | attention branch output (after the output projection), before the residual add | bottleneck adapter |
+//! | `attn_output(at, o, query_input)` | attention branch output (after the output projection), before the residual add | bottleneck adapter, APT |
+//! | `attn_residual(at, x, input)` | residual stream after the attention sub-layer (post-LN: after its LayerNorm), with the branch input | scaled parallel adapter |
 //! | `mlp_residual` | residual stream before LN2 | ARC on Swin (official site) |
 //! | `mlp_input` | after LN2, before fc1 | ARC |
 //! | `mlp_output` | FFN branch output, before the residual add | bottleneck adapter |
 //!
-//! Post-LN blocks (BERT) call the same hooks at the same branch positions (see [`bert`]).
+//! Post-LN blocks (BERT) call the same hooks at the same branch positions (see [`bert`]); the
+//! fusion layers of two-stream models ([`meter`]) call them at each of their three sub-layers
+//! (self-attention, cross-attention to the other stream, FFN), naming the sub-layer.
 //!
 //! A method is a [`burn::module::Module`] that implements `BlockHooks` (its parameters live in
 //! it, not in the backbone) plus the rule that merges it back, where the method merges. The
@@ -97,6 +100,7 @@ pub mod error;
 pub mod hooks;
 pub mod io;
 pub mod merge;
+pub mod meter;
 pub mod method;
 pub mod model;
 pub mod nn;

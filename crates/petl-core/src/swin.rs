@@ -84,7 +84,7 @@ impl SwinConfig {
         for (s, &depth) in self.depths.iter().enumerate() {
             for _ in 0..depth {
                 let dim = self.stage_dim(s);
-                blocks.push(BlockInfo { id: BlockId::vision(s, blocks.len()), dim, mlp_dim: dim * self.mlp_ratio });
+                blocks.push(BlockInfo::new(BlockId::vision(s, blocks.len()), dim, dim * self.mlp_ratio));
             }
         }
         Layout { blocks, feature_dim: self.stage_dim(self.depths.len() - 1) }
@@ -384,6 +384,7 @@ impl SwinBlock {
         let ctx = self.window_attention(q, k, v, prompts, hooks, at);
         let h = hooks.attn_output(at, lin(&self.proj, LinearSite::AttnOut, ctx), &y);
         let x = x + self.drop_path.forward(h);
+        let x = hooks.attn_residual(at, x, &y);
         let x = hooks.mlp_residual(at.ffn(), x);
         let z = hooks.mlp_input(at.ffn(), self.norm2.forward(x.clone()));
         let h = gelu(lin(&self.fc1, LinearSite::Fc1, z));
@@ -604,7 +605,7 @@ impl Encoder for Swin {
         for (s, st) in self.stages.iter().enumerate() {
             for b in &st.blocks {
                 let [dim, mlp_dim] = b.fc1.weight.dims();
-                blocks.push(BlockInfo { id: BlockId::vision(s, blocks.len()), dim, mlp_dim });
+                blocks.push(BlockInfo::new(BlockId::vision(s, blocks.len()), dim, mlp_dim));
             }
         }
         let feature_dim = blocks.last().map_or(0, |b| b.dim);
@@ -756,6 +757,10 @@ mod tests {
             self.log(at, "attn_output", &x);
             x
         }
+        fn attn_residual(&self, at: BlockId, x: Tensor<3>, _input: &Tensor<3>) -> Tensor<3> {
+            self.log(at, "attn_residual", &x);
+            x
+        }
         fn mlp_residual(&self, at: BlockId, x: Tensor<3>) -> Tensor<3> {
             self.log(at, "mlp_residual", &x);
             x
@@ -792,6 +797,7 @@ mod tests {
             "Value",
             "AttnOut",
             "attn_output",
+            "attn_residual",
             "mlp_residual",
             "mlp_input",
             "Fc1",

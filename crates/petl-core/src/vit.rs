@@ -202,7 +202,7 @@ impl VitConfig {
     pub fn layout(&self) -> Layout {
         Layout {
             blocks: (0..self.num_layers)
-                .map(|i| BlockInfo { id: BlockId::vision(0, i), dim: self.hidden_size, mlp_dim: self.mlp_dim })
+                .map(|i| BlockInfo::new(BlockId::vision(0, i), self.hidden_size, self.mlp_dim))
                 .collect(),
             feature_dim: self.hidden_size,
         }
@@ -308,6 +308,7 @@ impl VitBlock {
         let v = lin(&self.value, LinearSite::Value, kv);
         let ctx = hooks.attention(at, q, k, v, self.num_heads, &mask);
         let x = x + hooks.attn_output(at, lin(&self.proj, LinearSite::AttnOut, ctx), &y);
+        let x = hooks.attn_residual(at, x, &y);
         let x = hooks.mlp_residual(at.ffn(), x);
         let z = hooks.mlp_input(at.ffn(), self.norm2.forward(x.clone()));
         let h = lin(&self.fc1, LinearSite::Fc1, z);
@@ -396,7 +397,7 @@ impl Encoder for Vit {
                 .blocks
                 .iter()
                 .enumerate()
-                .map(|(i, b)| BlockInfo { id: BlockId::vision(0, i), dim: d, mlp_dim: b.fc1.weight.dims()[1] })
+                .map(|(i, b)| BlockInfo::new(BlockId::vision(0, i), d, b.fc1.weight.dims()[1]))
                 .collect(),
             feature_dim: d,
         }

@@ -1,21 +1,23 @@
-//! A single-stream vision–language model for downstream tasks: a [`Vilt`] encoder, any tuner
-//! (the method, driving the encoder's hooks), an optional learned class token replacing the
-//! text's first embedding (APT's `token4classifier`), and the task head of ViLT's fine-tuning
-//! code (`vilt/modules/vilt_module.py`):
+//! A vision–language model for downstream tasks: a backbone ([`VlBackbone`]: single-stream
+//! [`Vilt`] or two-stream [`Meter`]), any tuner (the method, driving the backbone's hooks), an
+//! optional learned class token replacing the text's first embedding (APT's
+//! `token4classifier`), and the task head of ViLT's and METER's fine-tuning code
+//! (`vilt/modules/vilt_module.py`, `meter/modules/meter_module.py`). With `F` the pooled width
+//! (ViLT `D`; METER `2D`, both streams' poolers) and `D` the hidden width:
 //!
 //! | head | input | layers |
 //! |---|---|---|
-//! | VQA (`vqa_classifier`) | pooled `[B, D]` | Linear(D → 2D) → LN → GELU → Linear(2D → answers) |
-//! | NLVR2 (`nlvr2_classifier`) | `[pooled(image₀, type 1) ; pooled(image₁, type 2)]` `[B, 2D]` | Linear(2D → 2D) → LN → GELU → Linear(2D → 2) |
-//! | retrieval (`rank_output`) | pooled `[B, D]` | Linear(D → 1), initialised from the "match" row of the pretrained ITM head |
+//! | VQA (`vqa_classifier`) | pooled `[B, F]` | Linear(F → 2D) → LN → GELU → Linear(2D → answers) |
+//! | NLVR2 (`nlvr2_classifier`) | `[pooled(image₀, type 1) ; pooled(image₁, type 2)]` `[B, 2F]` | Linear(2F → 2D) → LN → GELU → Linear(2D → 2) |
+//! | retrieval (`rank_output`) | pooled `[B, F]` | Linear(F → 1), initialised from the "match" row of the pretrained ITM head |
 //!
 //! Heads: weights `N(0, 0.02²)`, biases 0, LN `γ = 1`, `β = 0` (eps 1e-5).
 //!
-//! Trainable sets ([`ViltModel::petl_trainable`]): a PETL method trains its tuner, the head,
-//! the class token, the pooler and both token-type tables (the official filter's `pooler` and
-//! `token_type_embeddings` substrings match the text's own table too); everything else is
-//! frozen (no gradient, no optimizer state). Full tuning ([`ViltModel::fully_trainable`]) trains
-//! every parameter.
+//! Trainable sets ([`VlModel::petl_trainable`]): a PETL method trains its tuner, the head,
+//! the class token, the poolers and the token-type tables (the official filters' `pooler` and
+//! `token_type_embeddings` substrings; in ViLT they match the text's own table too); everything
+//! else is frozen (no gradient, no optimizer state). Full tuning ([`VlModel::fully_trainable`])
+//! trains every parameter.
 
 use burn::module::{ModuleMapper, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -25,10 +27,99 @@ use serde::{Deserialize, Serialize};
 
 use crate::bert::TextInput;
 use crate::encoder::{EncodeOptions, Encoder};
+use crate::meter::Meter;
 use crate::model::Tuner;
 use crate::ops::gelu;
 use crate::train::vl::{VlClassify, VlInput};
 use crate::vilt::{Vilt, ViltInput};
+
+/// A vision–language backbone a [`VlModel`] can carry: an encoder of texts with images (of a
+/// given modality type) that pools one feature per sample.
+pub trait VlBackbone: Module + burn::module::ModuleDisplay + Encoder<Input = ViltInput> {
+    /// Width of the text stream (and of a class token).
+    fn hidden_size(&self) -> usize;
+    /// Checks a batch against the backbone (vocabulary, text length, image sizes, modality
+    /// type, class token width).
+    ///
+    /// # Errors
+    /// One message naming what does not fit.
+    fn check_input(&self, input: &ViltInput) -> crate::Result<()>;
+    /// The text embedding of token `id` at the first position, type 0, after the embedding
+    /// LayerNorm: APT's deterministic `token4classifier` initialisation.
+    fn class_token_init(&self, id: usize) -> Tensor<1>;
+    /// The modality token-type table (`[types, D]`).
+    fn modality_types(&mut self) -> &mut burn::nn::Embedding;
+    /// Frozen except the poolers and token-type tables (the PETL set's backbone part).
+    fn petl_trainable(self) -> Self;
+    /// Path prefixes (inside the backbone) of the PETL set's backbone part.
+    fn petl_prefixes() -> &'static [&'static str];
+    /// Parameters of the PETL set's backbone part.
+    fn petl_params(&self) -> usize;
+}
+
+impl VlBackbone for Vilt {
+    fn hidden_size(&self) -> usize {
+        Vilt::hidden_size(self)
+    }
+    fn check_input(&self, input: &ViltInput) -> crate::Result<()> {
+        Vilt::check_input(self, input)
+    }
+    fn class_token_init(&self, id: usize) -> Tensor<1> {
+        let device = self.word_embeddings.weight.device();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![id as i64], [1, 1]), &device);
+        let text = TextInput { input_ids: ids, attention_mask: Tensor::ones([1, 1], &device), token_type_ids: None };
+        let d = Vilt::hidden_size(self);
+        self.embed_text(&text).reshape([d]).detach()
+    }
+    fn modality_types(&mut self) -> &mut burn::nn::Embedding {
+        &mut self.token_type_embeddings
+    }
+    fn petl_trainable(self) -> Self {
+        let mut b = self.no_grad();
+        b.pooler = trainable(b.pooler);
+        b.token_type_embeddings = trainable(b.token_type_embeddings);
+        b.text_token_type_embeddings = trainable(b.text_token_type_embeddings);
+        b
+    }
+    fn petl_prefixes() -> &'static [&'static str] {
+        &["pooler.", "token_type_embeddings.", "text_token_type_embeddings."]
+    }
+    fn petl_params(&self) -> usize {
+        self.pooler.num_params()
+            + self.token_type_embeddings.num_params()
+            + self.text_token_type_embeddings.num_params()
+    }
+}
+
+/// METER's PETL set: both poolers and the modality token types (its official filter also
+/// names `cross_modal_*` parameters; the transforms stay frozen as in the released code).
+impl VlBackbone for Meter {
+    fn hidden_size(&self) -> usize {
+        Meter::hidden_size(self)
+    }
+    fn check_input(&self, input: &ViltInput) -> crate::Result<()> {
+        Meter::check_input(self, input)
+    }
+    fn class_token_init(&self, id: usize) -> Tensor<1> {
+        Meter::class_token_init(self, id)
+    }
+    fn modality_types(&mut self) -> &mut burn::nn::Embedding {
+        &mut self.token_type_embeddings
+    }
+    fn petl_trainable(self) -> Self {
+        let mut b = self.no_grad();
+        b.text_pooler = trainable(b.text_pooler);
+        b.image_pooler = trainable(b.image_pooler);
+        b.token_type_embeddings = trainable(b.token_type_embeddings);
+        b
+    }
+    fn petl_prefixes() -> &'static [&'static str] {
+        &["text_pooler.", "image_pooler.", "token_type_embeddings."]
+    }
+    fn petl_params(&self) -> usize {
+        self.text_pooler.num_params() + self.image_pooler.num_params() + self.token_type_embeddings.num_params()
+    }
+}
 
 /// Linear → LayerNorm → GELU → Linear.
 #[derive(Module, Debug)]
@@ -89,11 +180,11 @@ pub enum VlHead {
     Rank(Linear),
 }
 
-/// Encoder, tuner, class token and head.
+/// Backbone, tuner, class token and head.
 #[derive(Module, Debug)]
-pub struct ViltModel<T: Tuner> {
-    /// The encoder (frozen except pooler and token types for PETL methods).
-    pub backbone: Vilt,
+pub struct VlModel<E: VlBackbone, T: Tuner> {
+    /// The encoder (frozen except poolers and token types for PETL methods).
+    pub backbone: E,
     /// The method.
     pub tuner: T,
     /// `token4classifier` `[D]`: replaces the text's first embedding when present.
@@ -115,17 +206,13 @@ pub fn trainable<M: Module>(module: M) -> M {
     module.map(&mut RequireGrad(true))
 }
 
-/// The text embedding of token `id` at position 0 with type 0, `LN(word[id] + pos[0] +
-/// type[0])`: APT's deterministic `token4classifier` initialisation (the [CLS] embedding).
-pub fn class_token_init(backbone: &Vilt, id: usize) -> Tensor<1> {
-    let device = backbone.word_embeddings.weight.device();
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![id as i64], [1, 1]), &device);
-    let text = TextInput { input_ids: ids, attention_mask: Tensor::ones([1, 1], &device), token_type_ids: None };
-    let d = backbone.hidden_size();
-    backbone.embed_text(&text).reshape([d]).detach()
-}
+/// ViLT with a tuner and a head.
+pub type ViltModel<T> = VlModel<Vilt, T>;
 
-impl<T: Tuner> ViltModel<T> {
+/// METER with a tuner and a head.
+pub type MeterModel<T> = VlModel<Meter, T>;
+
+impl<E: VlBackbone, T: Tuner> VlModel<E, T> {
     /// A model for `head` around `backbone` and `tuner`. `class_token`: the token id whose
     /// embedding initialises a learned class token (`None`: no class token, full tuning).
     /// `itm`: the pretrained ITM head `[D, 2]`, whose "match" column initialises the retrieval
@@ -134,7 +221,7 @@ impl<T: Tuner> ViltModel<T> {
     /// An NLVR2 head needs a third modality type (the second image): when the backbone has two,
     /// the table grows by a copy of row 1, as the official NLVR2 fine-tuning does.
     pub fn new(
-        mut backbone: Vilt,
+        mut backbone: E,
         tuner: T,
         head: VlHeadKind,
         class_token: Option<usize>,
@@ -142,17 +229,19 @@ impl<T: Tuner> ViltModel<T> {
         device: &Device,
     ) -> Self {
         let d = backbone.hidden_size();
-        let types = backbone.token_type_embeddings.weight.val();
+        let f = backbone.layout().feature_dim;
+        let table = backbone.modality_types();
+        let types = table.weight.val();
         let [rows, _] = types.dims();
         if head == VlHeadKind::Nlvr2 && rows < 3 {
             let grown = Tensor::cat(vec![types.clone(), types.narrow(0, rows - 1, 1).repeat_dim(0, 3 - rows)], 0);
-            backbone.token_type_embeddings.weight = Param::from_tensor(grown.detach());
+            table.weight = Param::from_tensor(grown.detach());
         }
         let head = match head {
-            VlHeadKind::Vqa { answers } => VlHead::Vqa(MlpHead::new(d, 2 * d, answers, device)),
-            VlHeadKind::Nlvr2 => VlHead::Nlvr2(MlpHead::new(2 * d, 2 * d, 2, device)),
+            VlHeadKind::Vqa { answers } => VlHead::Vqa(MlpHead::new(f, 2 * d, answers, device)),
+            VlHeadKind::Nlvr2 => VlHead::Nlvr2(MlpHead::new(2 * f, 2 * d, 2, device)),
             VlHeadKind::Rank => {
-                let mut rank = head_linear(d, 1, device);
+                let mut rank = head_linear(f, 1, device);
                 if let Some(itm) = itm {
                     rank.weight = Param::from_tensor(itm.weight.val().narrow(1, 1, 1).detach());
                     if let Some(b) = &itm.bias {
@@ -162,39 +251,30 @@ impl<T: Tuner> ViltModel<T> {
                 VlHead::Rank(rank)
             }
         };
-        let class_token = class_token.map(|id| Param::from_tensor(class_token_init(&backbone, id)));
+        let class_token = class_token.map(|id| Param::from_tensor(backbone.class_token_init(id)));
         Self { backbone, tuner, class_token, head }
     }
 
     /// The PETL trainable set (module docs): the backbone frozen except its pooler and
     /// token-type tables; tuner, class token and head trainable.
     pub fn petl_trainable(mut self) -> Self {
-        let mut b = self.backbone.no_grad();
-        b.pooler = trainable(b.pooler);
-        b.token_type_embeddings = trainable(b.token_type_embeddings);
-        b.text_token_type_embeddings = trainable(b.text_token_type_embeddings);
-        self.backbone = b;
+        self.backbone = self.backbone.petl_trainable();
         self
     }
 
     /// Whether the parameter at `path` (as [`crate::weights::collect`] names it) is in the
     /// PETL trainable set of [`ViltModel::petl_trainable`]: what an adapter checkpoint holds.
     pub fn in_petl_set(path: &str) -> bool {
-        !path.starts_with("backbone.")
-            || ["backbone.pooler.", "backbone.token_type_embeddings.", "backbone.text_token_type_embeddings."]
-                .iter()
-                .any(|p| path.starts_with(p))
+        match path.strip_prefix("backbone.") {
+            None => true,
+            Some(inner) => E::petl_prefixes().iter().any(|p| inner.starts_with(p)),
+        }
     }
 
-    /// Parameters of the PETL trainable set outside the tuner: head, class token, pooler and
-    /// both token-type tables (the formula a measured count is checked against).
+    /// Parameters of the PETL trainable set outside the tuner: head, class token, poolers and
+    /// token-type tables (the formula a measured count is checked against).
     pub fn petl_set_params_besides_tuner(&self) -> usize {
-        let b = &self.backbone;
-        self.head.num_params()
-            + self.class_token.as_ref().map_or(0, |c| c.num_params())
-            + b.pooler.num_params()
-            + b.token_type_embeddings.num_params()
-            + b.text_token_type_embeddings.num_params()
+        self.head.num_params() + self.class_token.as_ref().map_or(0, |c| c.num_params()) + self.backbone.petl_params()
     }
 
     /// Every parameter trainable (full tuning).
@@ -209,7 +289,7 @@ impl<T: Tuner> ViltModel<T> {
     }
 }
 
-impl<T: Tuner> VlClassify for ViltModel<T> {
+impl<E: VlBackbone, T: Tuner> VlClassify for VlModel<E, T> {
     /// VQA: answer logits `[B, answers]`; NLVR2: `[B, 2]` (false, true); retrieval: the
     /// matching score `[B, 1]`.
     fn vl_logits(&self, input: VlInput) -> Tensor<2> {

@@ -10,7 +10,7 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::hooks::{BlockHooks, BlockId, Layout};
+use crate::hooks::{BlockHooks, BlockId, Layout, SubLayer};
 
 /// Bottleneck adapter hyper-parameters.
 #[derive(Config, Debug, PartialEq)]
@@ -91,11 +91,14 @@ impl Bottleneck {
     }
 }
 
-/// Adapters after attention and FFN in every block.
+/// Adapters after attention and FFN in every block (and after the cross-attention of blocks
+/// that have one: three per fusion layer).
 #[derive(Module, Debug)]
 pub struct BottleneckAdapter {
     /// After the attention sub-layer, per block.
     pub attn: Vec<Bottleneck>,
+    /// After the cross-attention sub-layer, per block (empty without cross-attention).
+    pub cross: Vec<Bottleneck>,
     /// After the FFN sub-layer, per block.
     pub mlp: Vec<Bottleneck>,
 }
@@ -104,19 +107,24 @@ impl BottleneckAdapterConfig {
     /// Parameters added to a backbone of this layout.
     pub fn num_params(&self, layout: &Layout) -> usize {
         let r = self.bottleneck;
-        layout.blocks.iter().map(|b| 2 * (b.dim * r + r + r * b.dim + b.dim)).sum()
+        let sites = if layout.cross_attention() { 3 } else { 2 };
+        layout.blocks.iter().map(|b| sites * (b.dim * r + r + r * b.dim + b.dim)).sum()
     }
 
     /// Allocates the adapters for `layout`.
     pub fn init(&self, layout: &Layout, device: &Device) -> BottleneckAdapter {
         let make = || layout.blocks.iter().map(|b| Bottleneck::init(b.dim, self, device)).collect();
-        BottleneckAdapter { attn: make(), mlp: make() }
+        let cross = if layout.cross_attention() { make() } else { Vec::new() };
+        BottleneckAdapter { attn: make(), cross, mlp: make() }
     }
 }
 
 impl BlockHooks for BottleneckAdapter {
     fn attn_output(&self, at: BlockId, x: Tensor<3>, _query_input: &Tensor<3>) -> Tensor<3> {
-        self.attn[at.index].forward(x)
+        match at.sublayer {
+            SubLayer::CrossAttention => self.cross[at.index].forward(x),
+            _ => self.attn[at.index].forward(x),
+        }
     }
     fn mlp_output(&self, at: BlockId, x: Tensor<3>) -> Tensor<3> {
         self.mlp[at.index].forward(x)

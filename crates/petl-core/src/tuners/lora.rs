@@ -53,13 +53,19 @@ impl LoraPair {
     }
 }
 
-/// LoRA on q and v of every block.
+/// LoRA on q and v of every attention: each block's self-attention and, in layouts with
+/// cross-attention (fusion layers), its cross-attention too (the query pair reads the block's own
+/// stream, the value pair the other stream).
 #[derive(Module, Debug)]
 pub struct Lora {
     /// Query pairs, one per block.
     pub query: Vec<LoraPair>,
     /// Value pairs, one per block.
     pub value: Vec<LoraPair>,
+    /// Cross-attention query pairs, one per block (empty without cross-attention).
+    pub cross_query: Vec<LoraPair>,
+    /// Cross-attention value pairs, one per block.
+    pub cross_value: Vec<LoraPair>,
     /// `s = α / r`.
     pub scale: f64,
 }
@@ -67,14 +73,22 @@ pub struct Lora {
 impl LoraConfig {
     /// Parameters LoRA adds to a backbone of this layout.
     pub fn num_params(&self, layout: &Layout) -> usize {
-        layout.blocks.iter().map(|b| 2 * 2 * b.dim * self.rank).sum()
+        let attentions = if layout.cross_attention() { 2 } else { 1 };
+        layout.blocks.iter().map(|b| attentions * 2 * 2 * b.dim * self.rank).sum()
     }
 
     /// Allocates LoRA for `layout`.
     pub fn init(&self, layout: &Layout, device: &Device) -> Lora {
         let pairs =
             || layout.blocks.iter().map(|b| LoraPair::init(b.dim, b.dim, self.rank, self.a_std, device)).collect();
-        Lora { query: pairs(), value: pairs(), scale: self.alpha / self.rank as f64 }
+        let cross = || if layout.cross_attention() { pairs() } else { Vec::new() };
+        Lora {
+            query: pairs(),
+            value: pairs(),
+            cross_query: cross(),
+            cross_value: cross(),
+            scale: self.alpha / self.rank as f64,
+        }
     }
 }
 
@@ -83,6 +97,8 @@ impl BlockHooks for Lora {
         let pair = match site {
             LinearSite::Query => &self.query[at.index],
             LinearSite::Value => &self.value[at.index],
+            LinearSite::CrossQuery => &self.cross_query[at.index],
+            LinearSite::CrossValue => &self.cross_value[at.index],
             _ => return y,
         };
         y + matmul_tokens(matmul_tokens(x.clone(), pair.a.val()), pair.b.val()).mul_scalar(self.scale)
@@ -100,6 +116,10 @@ impl Lora {
         for i in 0..self.query.len() {
             add_to_weight(backbone, i, LinearSite::Query, self.query[i].delta(self.scale))?;
             add_to_weight(backbone, i, LinearSite::Value, self.value[i].delta(self.scale))?;
+        }
+        for i in 0..self.cross_query.len() {
+            add_to_weight(backbone, i, LinearSite::CrossQuery, self.cross_query[i].delta(self.scale))?;
+            add_to_weight(backbone, i, LinearSite::CrossValue, self.cross_value[i].delta(self.scale))?;
         }
         Ok(())
     }

@@ -7,13 +7,14 @@
 //! with its own LayerNorm on the input, no internal residual, the scalar `s` (4.0) multiplying
 //! the up-projection's bias too, weights `N(0, 0.02²)`, biases zero, LN `γ = 1`, `β = 0`. In a
 //! pre-LN block (ViLT) `u = LN1(x)` and the sum `W_o·MHSA(u) + PA(u)` joins the residual. Not
-//! mergeable.
+//! mergeable. In a post-LN block (METER's fusion layers) the released APT code adds it after the
+//! sub-layer's LayerNorm: `LN(x + W_o·MHSA(u)) + PA(u)`.
 
 use burn::module::Param;
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::hooks::{BlockHooks, BlockId, Layout};
+use crate::hooks::{BlockHooks, BlockId, Layout, SubLayer};
 
 /// Scaled parallel adapter hyper-parameters.
 #[derive(Config, Debug, PartialEq)]
@@ -50,11 +51,14 @@ impl ParallelBranch {
     }
 }
 
-/// A parallel adapter beside every block's attention sub-layer.
+/// A parallel adapter beside every attention sub-layer (and every cross-attention sub-layer
+/// of layouts that have them).
 #[derive(Module, Debug)]
 pub struct ParallelAdapter {
     /// One per block.
     pub branches: Vec<ParallelBranch>,
+    /// Beside the cross-attention, one per block (empty without cross-attention).
+    pub cross: Vec<ParallelBranch>,
 }
 
 impl ParallelAdapterConfig {
@@ -62,7 +66,8 @@ impl ParallelAdapterConfig {
     /// `+ 2·D` (LayerNorm).
     pub fn num_params(&self, layout: &Layout) -> usize {
         let r = self.bottleneck;
-        layout.blocks.iter().map(|b| 2 * b.dim * r + r + b.dim + 2 * b.dim).sum()
+        let sites = if layout.cross_attention() { 2 } else { 1 };
+        layout.blocks.iter().map(|b| sites * (2 * b.dim * r + r + b.dim + 2 * b.dim)).sum()
     }
 
     /// One branch of width `dim`.
@@ -83,13 +88,21 @@ impl ParallelAdapterConfig {
 
     /// Allocates the adapters for `layout`.
     pub fn init(&self, layout: &Layout, device: &Device) -> ParallelAdapter {
-        ParallelAdapter { branches: layout.blocks.iter().map(|b| self.init_branch(b.dim, device)).collect() }
+        let make = || layout.blocks.iter().map(|b| self.init_branch(b.dim, device)).collect();
+        ParallelAdapter { branches: make(), cross: if layout.cross_attention() { make() } else { Vec::new() } }
     }
 }
 
 impl BlockHooks for ParallelAdapter {
-    fn attn_output(&self, at: BlockId, x: Tensor<3>, query_input: &Tensor<3>) -> Tensor<3> {
-        x + self.branches[at.index].forward(query_input.clone())
+    /// Added to the residual stream after the attention sub-layer: in a pre-LN block this is
+    /// `x + (W_o·MHSA(u) + PA(u))`; in a post-LN block `LN(x + W_o·MHSA(u)) + PA(u)`, the
+    /// placement of the APT paper's released METER code.
+    fn attn_residual(&self, at: BlockId, x: Tensor<3>, input: &Tensor<3>) -> Tensor<3> {
+        let branch = match at.sublayer {
+            SubLayer::CrossAttention => &self.cross[at.index],
+            _ => &self.branches[at.index],
+        };
+        x + branch.forward(input.clone())
     }
 }
 

@@ -8,7 +8,7 @@ use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
-use crate::hooks::{BlockHooks, BlockId, Layout};
+use crate::hooks::{BlockHooks, BlockId, Layout, SubLayer};
 
 /// Deep-prompt hyper-parameters.
 #[derive(Config, Debug, PartialEq)]
@@ -20,42 +20,65 @@ pub struct DeepPromptConfig {
     /// uniform in `[-v, v]`); VPT and APT use 16.
     #[config(default = 16)]
     pub init_patch_size: usize,
+    /// In layouts with cross-attention: prompts only there, none in the self-attention
+    /// sub-layers (the released METER code of the APT paper).
+    #[config(default = false)]
+    pub cross_attention_only: bool,
 }
 
-/// Deep prompts of every block.
+/// Deep prompts of every attention: each block's self-attention and, in layouts with
+/// cross-attention, its cross-attention (there the prompts join the other stream's keys and
+/// values).
 #[derive(Module, Debug)]
 pub struct DeepPrompt {
-    /// `P_l: [M, D_l]`, one per block.
+    /// `P_l: [M, D_l]`, one per block (empty with `cross_attention_only`).
     pub prompts: Vec<Param<Tensor<2>>>,
+    /// Cross-attention prompts, one per block (empty without cross-attention).
+    pub cross: Vec<Param<Tensor<2>>>,
 }
 
 impl DeepPromptConfig {
     /// Parameters the prompts add to a backbone of this layout: `Σ_l M·D_l`.
     pub fn num_params(&self, layout: &Layout) -> usize {
-        layout.blocks.iter().map(|b| self.num_prompts * b.dim).sum()
+        let sets = self.sets(layout);
+        layout.blocks.iter().map(|b| sets * self.num_prompts * b.dim).sum()
+    }
+
+    /// Prompt sets per block.
+    fn sets(&self, layout: &Layout) -> usize {
+        match (layout.cross_attention(), self.cross_attention_only) {
+            (false, _) => 1,
+            (true, true) => 1,
+            (true, false) => 2,
+        }
     }
 
     /// Allocates the prompts with VPT's uniform initialisation.
     pub fn init(&self, layout: &Layout, device: &Device) -> DeepPrompt {
-        let prompts = layout
-            .blocks
-            .iter()
-            .map(|b| {
-                let bound = (6.0 / (3 * self.init_patch_size * self.init_patch_size + b.dim) as f64).sqrt();
-                Param::from_tensor(Tensor::random(
-                    [self.num_prompts, b.dim],
-                    Distribution::Uniform(-bound, bound),
-                    device,
-                ))
-            })
-            .collect();
-        DeepPrompt { prompts }
+        let make = || -> Vec<Param<Tensor<2>>> {
+            layout
+                .blocks
+                .iter()
+                .map(|b| {
+                    let bound = (6.0 / (3 * self.init_patch_size * self.init_patch_size + b.dim) as f64).sqrt();
+                    Param::from_tensor(Tensor::random(
+                        [self.num_prompts, b.dim],
+                        Distribution::Uniform(-bound, bound),
+                        device,
+                    ))
+                })
+                .collect()
+        };
+        let cross = layout.cross_attention();
+        let prompts = if cross && self.cross_attention_only { Vec::new() } else { make() };
+        DeepPrompt { prompts, cross: if cross { make() } else { Vec::new() } }
     }
 }
 
 impl BlockHooks for DeepPrompt {
     fn kv_prompts(&self, at: BlockId) -> Option<Tensor<2>> {
-        self.prompts.get(at.index).map(|p| p.val())
+        let set = if at.sublayer == SubLayer::CrossAttention { &self.cross } else { &self.prompts };
+        set.get(at.index).map(|p| p.val())
     }
 }
 

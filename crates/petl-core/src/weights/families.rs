@@ -302,12 +302,7 @@ pub fn vilt_official(src: TensorMap, modality_types: usize) -> Result<(TensorMap
     for (k, v) in src.tensors {
         if let Some(inner) = k.strip_prefix("transformer.") {
             // PETL modules inside the blocks stay with the caller.
-            if inner.contains(".attn.APT.")
-                || inner.contains("lora")
-                || inner.contains("adapter")
-                || inner.contains(".PA.")
-                || inner.contains("prompt")
-            {
+            if is_petl_key(inner) {
                 rest.insert(k, v);
             } else {
                 vit.insert(inner, v);
@@ -339,16 +334,153 @@ pub fn vilt_official(src: TensorMap, modality_types: usize) -> Result<(TensorMap
     norm(&mut text, &mut dst, &format!("{e}.LayerNorm"), "text_norm")?;
     linear(&mut text, &mut dst, "pooler.dense", "pooler")?;
     rename(&mut text, &mut dst, "token_type_embeddings.weight", "token_type_embeddings.weight", |t| {
-        let (rows, d) = (t.shape[0], t.shape[1]);
-        if modality_types <= rows || rows == 0 {
-            return t;
-        }
-        let mut data = t.data.clone();
-        for _ in rows..modality_types {
-            data.extend_from_slice(&t.data[(rows - 1) * d..rows * d]);
-        }
-        HostTensor::new(vec![modality_types, d], data)
+        grow_rows(t, modality_types)
     })?;
     leftovers(text, &mut dst, |k| k.ends_with("position_ids"));
     Ok((dst, rest))
+}
+
+/// OpenAI CLIP's image tower (`visual.*` of the original CLIP release and of METER's
+/// `vit_model.visual.*`, prefix stripped) → [`crate::vit::Vit`] paths of a CLIP-form model:
+/// `conv1` → patch embedding, `class_embedding` `[D]` and `positional_embedding` `[N, D]` get
+/// their batch axis, each block's fused `attn.in_proj_{weight,bias}` is split into q, k, v, torch
+/// Linear weights are transposed. The output projection `proj` is dropped (METER does not use
+/// it). When `grid` is given and differs from the table's, the position table is resized to it
+/// ([`crate::meter::resize_position_table`]).
+///
+/// # Errors
+/// A missing key (named) or a position table that is not a class row plus a square grid.
+pub fn clip_visual_openai(mut src: TensorMap, grid: Option<usize>) -> Result<TensorMap> {
+    let mut dst = TensorMap::new(src.source.clone());
+    rename(&mut src, &mut dst, "conv1.weight", "patch_embed.weight", keep)?;
+    rename(&mut src, &mut dst, "class_embedding", "cls_token", |t| {
+        let d = t.data.len();
+        t.reshape(vec![1, 1, d])
+    })?;
+    let table = src.take("positional_embedding")?;
+    let table = match grid {
+        Some(g) if (g * g + 1) != table.shape[0] => crate::meter::resize_position_table(&table, g)
+            .map_err(|e| crate::Error::format(&src.source, format!("`positional_embedding`: {e}")))?,
+        _ => table,
+    };
+    let shape = vec![1, table.shape[0], table.shape[1]];
+    dst.insert("pos_embed", table.reshape(shape));
+    norm(&mut src, &mut dst, "ln_pre", "pre_norm")?;
+    norm(&mut src, &mut dst, "ln_post", "norm")?;
+    for i in 0..count_blocks(&src, "transformer.resblocks.") {
+        let e = format!("transformer.resblocks.{i}");
+        let b = format!("blocks.{i}");
+        let w = src.take(&format!("{e}.attn.in_proj_weight"))?;
+        let c = src.take(&format!("{e}.attn.in_proj_bias"))?;
+        let d = w.shape[1];
+        for (j, name) in ["query", "key", "value"].iter().enumerate() {
+            dst.insert(format!("{b}.{name}.weight"), w.rows(j * d, (j + 1) * d).t());
+            dst.insert(format!("{b}.{name}.bias"), c.rows(j * d, (j + 1) * d));
+        }
+        for (theirs, ours) in [("attn.out_proj", "proj"), ("mlp.c_fc", "fc1"), ("mlp.c_proj", "fc2")] {
+            linear(&mut src, &mut dst, &format!("{e}.{theirs}"), &format!("{b}.{ours}"))?;
+        }
+        norm(&mut src, &mut dst, &format!("{e}.ln_1"), &format!("{b}.norm1"))?;
+        norm(&mut src, &mut dst, &format!("{e}.ln_2"), &format!("{b}.norm2"))?;
+    }
+    leftovers(src, &mut dst, |k| k == "proj");
+    Ok(dst)
+}
+
+/// Whether a key of an official APT checkpoint belongs to a PETL module (APT, LoRA, adapters,
+/// scaled parallel adapters, prompts), which the backbone renamers hand back to the caller.
+fn is_petl_key(k: &str) -> bool {
+    k.contains(".APT.") || k.contains("lora") || k.contains("adapter") || k.contains(".PA.") || k.contains("prompt")
+}
+
+/// The official METER checkpoint's backbone keys (`meter_clip16_288_roberta_pretrain.ckpt` and
+/// the APT fine-tuned files) → [`crate::meter::Meter`] paths: `text_transformer.*` as Hugging
+/// Face RoBERTa ([`bert_hf`]), `vit_model.visual.*` as OpenAI CLIP ([`clip_visual_openai`],
+/// position table resized to `grid × grid` as METER's `adapt_position_encoding`), the
+/// transforms, token types (grown to `modality_types` rows by copying the last, as for NLVR2),
+/// the fusion layers and poolers. `vit_model.*` outside the image tower (CLIP's unused text
+/// side: `positional_embedding`, `ln_final`, ...) is dropped. Heads (`itm_score`, `mlm_score`,
+/// task classifiers, `rank_output`), `token4classifier` and PETL modules are returned apart
+/// (`rest`).
+///
+/// # Errors
+/// A missing backbone key (named).
+pub fn meter_official(src: TensorMap, grid: usize, modality_types: usize) -> Result<(TensorMap, TensorMap)> {
+    let source = src.source.clone();
+    let (mut text, mut visual, mut own, mut rest) =
+        (TensorMap::new(&source), TensorMap::new(&source), TensorMap::new(&source), TensorMap::new(&source));
+    let layer_prefixes = ["cross_modal_text_layers.", "cross_modal_image_layers."];
+    for (k, v) in src.tensors {
+        if is_petl_key(&k) && layer_prefixes.iter().any(|p| k.starts_with(p)) {
+            rest.insert(k, v);
+        } else if let Some(inner) = k.strip_prefix("text_transformer.") {
+            text.insert(inner, v);
+        } else if let Some(inner) = k.strip_prefix("vit_model.visual.") {
+            visual.insert(inner, v);
+        } else if k.starts_with("vit_model.") {
+            // CLIP's text side, unused by METER.
+        } else if k.starts_with("cross_modal_") || k == "token_type_embeddings.weight" {
+            own.insert(k, v);
+        } else {
+            rest.insert(k, v);
+        }
+    }
+    let mut dst = TensorMap::new(&source);
+    for (k, v) in bert_hf(text)?.tensors {
+        dst.insert(format!("text.{k}"), v);
+    }
+    for (k, v) in clip_visual_openai(visual, Some(grid))?.tensors {
+        dst.insert(format!("vision.{k}"), v);
+    }
+    linear(&mut own, &mut dst, "cross_modal_text_transform", "text_transform")?;
+    linear(&mut own, &mut dst, "cross_modal_image_transform", "image_transform")?;
+    linear(&mut own, &mut dst, "cross_modal_text_pooler.dense", "text_pooler")?;
+    linear(&mut own, &mut dst, "cross_modal_image_pooler.dense", "image_pooler")?;
+    rename(&mut own, &mut dst, "token_type_embeddings.weight", "token_type_embeddings.weight", |t| {
+        grow_rows(t, modality_types)
+    })?;
+    for (stream, ours) in [("text", "text_layers"), ("image", "image_layers")] {
+        let prefix = format!("cross_modal_{stream}_layers.");
+        for i in 0..count_blocks(&own, &prefix) {
+            let e = format!("{prefix}{i}");
+            let b = format!("{ours}.{i}");
+            for (theirs, ours) in [
+                ("attention.self.query", "query"),
+                ("attention.self.key", "key"),
+                ("attention.self.value", "value"),
+                ("attention.output.dense", "attn_out"),
+                ("crossattention.self.query", "cross_query"),
+                ("crossattention.self.key", "cross_key"),
+                ("crossattention.self.value", "cross_value"),
+                ("crossattention.output.dense", "cross_out"),
+                ("intermediate.dense", "fc1"),
+                ("output.dense", "fc2"),
+            ] {
+                linear(&mut own, &mut dst, &format!("{e}.{theirs}"), &format!("{b}.{ours}"))?;
+            }
+            for (theirs, ours) in [
+                ("attention.output.LayerNorm", "attn_norm"),
+                ("crossattention.output.LayerNorm", "cross_norm"),
+                ("output.LayerNorm", "ffn_norm"),
+            ] {
+                norm(&mut own, &mut dst, &format!("{e}.{theirs}"), &format!("{b}.{ours}"))?;
+            }
+        }
+    }
+    leftovers(own, &mut dst, |_| false);
+    Ok((dst, rest))
+}
+
+/// A `[rows, D]` table grown to `rows_wanted` rows by repeating its last row (no change when it
+/// already has as many).
+fn grow_rows(t: HostTensor, rows_wanted: usize) -> HostTensor {
+    let (rows, d) = (t.shape[0], t.shape[1]);
+    if rows_wanted <= rows || rows == 0 {
+        return t;
+    }
+    let mut data = t.data.clone();
+    for _ in rows..rows_wanted {
+        data.extend_from_slice(&t.data[(rows - 1) * d..rows * d]);
+    }
+    HostTensor::new(vec![rows_wanted, d], data)
 }

@@ -1,0 +1,285 @@
+//! `cargo xtask predict apt`: task logits of an official APT / ViLT / METER state dict
+//! (Lightning `.ckpt`, `.pth` or `.safetensors` with the official key names) on preprocessed
+//! inputs.
+//!
+//! - The backbone, the method and every size are read off the file's tensors
+//!   ([`apt::official::inspect`]); only the attention heads are not recorded (default
+//!   `width / 64`, as the official code; `--config` gives `num_heads`, and for METER
+//!   `text_num_heads` / `vision_num_heads`). Other `--config` keys of the official configs
+//!   (`hidden_size`, `num_layers`, `mlp_ratio`, `vocab_size`, `max_text_len`, `patch_size`,
+//!   `vqav2_label_size`, `num_prompts`, `rank`, ...) are checked against the file: a
+//!   contradiction is an error, never a silent override. `--backbone vilt-b32|meter` checks
+//!   that the file is that backbone.
+//! - `--input-ids IDS.npy`: int64 `[N, T]`; the padding id is the tokenizer's (ViLT's
+//!   bert-base-uncased: 0; METER's RoBERTa: 1) and sets the attention mask.
+//! - `--pixels X.npy`: float32 `[N, 3, H, W]` (NLVR2: `[N, 2, 3, H, W]`), normalised as the
+//!   backbone expects (ViLT: `(x − 0.5) / 0.5`, zero padding at the bottom and right allowed;
+//!   METER: CLIP's mean and std, square, the position table is resized to `H / patch` as
+//!   METER's `adapt_position_encoding` does).
+//! - `--task vqa|nlvr2|irtr` → `--output OUT.npy`, float32 `[N, answers]`, `[N, 2]`, `[N, 1]`.
+//!   A retrieval model without a trained `rank_output` scores with the pretrained ITM head's
+//!   "match" row, as fine-tuning starts.
+//!
+//! Raw inputs (texts, image files) need the tokenizer and the backbone's image pipeline; they are
+//! not read here yet.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use apt::official::{Heads, OfficialBackbone, inspect};
+use apt::{Variant, VlTuner};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use petl_core::bert::TextInput;
+use petl_core::train::vl::{VlClassify, VlInput};
+use petl_core::vl_model::{VlHeadKind, VlModel};
+use petl_core::weights::TensorMap;
+
+use crate::predict::{PredictArgs, write_npy};
+
+/// `--config`: the official config's keys that matter here (others are ignored).
+#[derive(Debug, Default, serde::Deserialize)]
+struct Config {
+    num_heads: Option<usize>,
+    text_num_heads: Option<usize>,
+    vision_num_heads: Option<usize>,
+    hidden_size: Option<usize>,
+    num_layers: Option<usize>,
+    num_top_layer: Option<usize>,
+    mlp_ratio: Option<f64>,
+    vocab_size: Option<usize>,
+    max_text_len: Option<usize>,
+    patch_size: Option<usize>,
+    vqav2_label_size: Option<usize>,
+    num_prompts: Option<usize>,
+    rank: Option<usize>,
+}
+
+fn read_config(text: &str) -> Result<Config> {
+    let (json, origin) = if text.trim_start().starts_with('{') {
+        (text.to_string(), "--config".to_string())
+    } else {
+        (std::fs::read_to_string(text).with_context(|| format!("reading --config file {text}"))?, text.to_string())
+    };
+    serde_json::from_str(&json).with_context(|| format!("{origin}: not a JSON object of config keys"))
+}
+
+/// Reads a C-order `.npy` of `T`, with its shape.
+fn read_npy<T: npyz::Deserialize>(path: &Path, what: &str) -> Result<(Vec<T>, Vec<usize>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a .npy file", path.display()))?;
+    if npy.order() == npyz::Order::Fortran {
+        bail!("{}: a Fortran-order (column-major) array; save it in C order (np.ascontiguousarray)", path.display());
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let dtype = npy.dtype();
+    let data =
+        npy.into_vec::<T>().with_context(|| format!("{}: {what} of another dtype ({dtype:?})", path.display()))?;
+    Ok((data, shape))
+}
+
+/// Checks a `--config` value against what the file says.
+fn agree(key: &str, given: Option<usize>, file: usize, ckpt: &Path) -> Result<()> {
+    match given {
+        Some(g) if g != file => {
+            bail!("--config `{key}` = {g}, but {} holds {file}", ckpt.display())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Entry point of `predict apt`.
+pub fn run(args: PredictArgs) -> Result<()> {
+    if args.images.is_some() || args.input.is_some() {
+        bail!(
+            "predict apt reads preprocessed inputs: --input-ids IDS.npy (int64 [N, T]) and --pixels X.npy (float32 \
+             [N, 3, H, W], [N, 2, 3, H, W] for NLVR2); raw texts and image files are not read yet"
+        );
+    }
+    let ids_path = args.input_ids.as_ref().context("predict apt needs --input-ids IDS.npy")?;
+    let pixels_path = args.pixels.as_ref().context("predict apt needs --pixels X.npy")?;
+    let task = args.task.as_deref().context("predict apt needs --task vqa|nlvr2|irtr")?;
+    let config = match &args.config {
+        Some(c) => read_config(c)?,
+        None => Config::default(),
+    };
+    let device = petl_core::device::device_from_name(&args.backend)?;
+    let ckpt = &args.checkpoint;
+    let map = petl_core::weights::read_checkpoint(ckpt)?;
+    let heads = Heads { model: config.num_heads, text: config.text_num_heads, vision: config.vision_num_heads };
+    let found = inspect(&map, heads)?;
+    let variant = match args.variant.as_deref() {
+        Some(v) => {
+            let v = Variant::parse(v).map_err(anyhow::Error::msg)?;
+            if v != found.variant {
+                bail!("{}: holds a `{}` model, not `{}`", ckpt.display(), found.variant.name(), v.name());
+            }
+            v
+        }
+        None => found.variant,
+    };
+    agree("num_prompts", config.num_prompts, found.variants.apt.num_prompts, ckpt)
+        .and(agree("rank", config.rank, found.variants.apt.rank, ckpt))
+        .or_else(|e| if variant == Variant::Apt { Err(e) } else { Ok(()) })?;
+    let head = match task {
+        "vqa" => {
+            let answers =
+                found.vqa_answers.with_context(|| format!("{}: no VQA head (`vqa_classifier`)", ckpt.display()))?;
+            agree("vqav2_label_size", config.vqav2_label_size, answers, ckpt)?;
+            VlHeadKind::Vqa { answers }
+        }
+        "nlvr2" => VlHeadKind::Nlvr2,
+        "irtr" => VlHeadKind::Rank,
+        other => bail!("--task {other}: expected vqa, nlvr2 or irtr"),
+    };
+    let (ids, ids_shape) = read_npy::<i64>(ids_path, "int64 token ids")?;
+    let (pixels, px_shape) = read_npy::<f32>(pixels_path, "float32 pixels")?;
+    let pair = head == VlHeadKind::Nlvr2;
+    let want_rank = if pair { 5 } else { 4 };
+    if ids_shape.len() != 2 {
+        bail!("{}: shape {ids_shape:?}, expected [N, T]", ids_path.display());
+    }
+    if px_shape.len() != want_rank
+        || px_shape[0] != ids_shape[0]
+        || px_shape[want_rank - 3] != 3
+        || (pair && px_shape[1] != 2)
+    {
+        let want = if pair { "[N, 2, 3, H, W]" } else { "[N, 3, H, W]" };
+        bail!("{}: shape {px_shape:?}, expected {want} with N = {} (the texts)", pixels_path.display(), ids_shape[0]);
+    }
+    let (n, t) = (ids_shape[0], ids_shape[1]);
+    let (h, w) = (px_shape[want_rank - 2], px_shape[want_rank - 1]);
+    if let Some(bad) = pixels.iter().position(|v| !v.is_finite()) {
+        bail!("{}: value {bad} is not finite", pixels_path.display());
+    }
+    let itm = apt::official::itm_head(&map, &device);
+    let inputs = Inputs { ids, t, pixels, n, h, w, pair, batch: args.batch.max(1) };
+    let logits = match found.backbone {
+        OfficialBackbone::Vilt(cfg) => {
+            if args.backbone.as_deref().is_some_and(|b| !matches!(b, "vilt-b32" | "vilt")) {
+                bail!(
+                    "{}: a ViLT state dict, not --backbone {}",
+                    ckpt.display(),
+                    args.backbone.as_deref().unwrap_or("")
+                );
+            }
+            agree("hidden_size", config.hidden_size, cfg.hidden_size, ckpt)?;
+            agree("num_layers", config.num_layers, cfg.num_layers, ckpt)?;
+            agree("vocab_size", config.vocab_size, cfg.vocab_size, ckpt)?;
+            agree("max_text_len", config.max_text_len, cfg.max_text_len, ckpt)?;
+            agree("patch_size", config.patch_size, cfg.patch_size, ckpt)?;
+            if let Some(r) = config.mlp_ratio
+                && (r * cfg.hidden_size as f64).round() as usize != cfg.mlp_dim
+            {
+                bail!("--config `mlp_ratio` = {r}, but {} has an MLP of {}", ckpt.display(), cfg.mlp_dim);
+            }
+            if h % cfg.patch_size != 0 || w % cfg.patch_size != 0 {
+                bail!(
+                    "{}: images {h} × {w} are not multiples of the patch size {}",
+                    pixels_path.display(),
+                    cfg.patch_size
+                );
+            }
+            let tuner = found.variants.init(variant, &cfg.layout(), &device);
+            let class_token = (variant != Variant::Full).then_some(0);
+            let model = VlModel::new(cfg.init(&device), tuner, head, class_token, itm.as_ref(), &device);
+            predict(model, map, &inputs, 0, &device)?
+        }
+        OfficialBackbone::Meter(cfg) => {
+            if args.backbone.as_deref().is_some_and(|b| b != "meter") {
+                bail!(
+                    "{}: a METER state dict, not --backbone {}",
+                    ckpt.display(),
+                    args.backbone.as_deref().unwrap_or("")
+                );
+            }
+            agree("hidden_size", config.hidden_size, cfg.hidden_size, ckpt)?;
+            agree("num_top_layer", config.num_top_layer, cfg.num_layers, ckpt)?;
+            agree("vocab_size", config.vocab_size, cfg.text.vocab_size, ckpt)?;
+            agree("patch_size", config.patch_size, cfg.vision.patch_size, ckpt)?;
+            if h != w || h % cfg.vision.patch_size != 0 {
+                bail!(
+                    "{}: METER reads square images of a multiple of the patch size {}, got {h} × {w}",
+                    pixels_path.display(),
+                    cfg.vision.patch_size
+                );
+            }
+            // The run's resolution; the checkpoint's position table is resized to it on load.
+            let cfg = petl_core::meter::MeterConfig {
+                vision: petl_core::vit::VitConfig { image_size: h, ..cfg.vision.clone() },
+                ..cfg
+            };
+            let tuner = found.variants.init(variant, &cfg.layout(), &device);
+            let class_token = (variant != Variant::Full).then_some(0);
+            let model = VlModel::new(cfg.init(&device), tuner, head, class_token, itm.as_ref(), &device);
+            predict(model, map, &inputs, 1, &device)?
+        }
+    };
+    let k = logits.len() / n.max(1);
+    write_npy(&args.output, &logits, [n, k])?;
+    println!("wrote {} {task} logits [{n}, {k}] to {}", variant.label(), args.output.display());
+    Ok(())
+}
+
+/// Preprocessed inputs.
+struct Inputs {
+    ids: Vec<i64>,
+    t: usize,
+    pixels: Vec<f32>,
+    n: usize,
+    h: usize,
+    w: usize,
+    pair: bool,
+    batch: usize,
+}
+
+/// Loads `map` into `model` (strict: every tensor of the model present, nothing of another
+/// shape) and runs the inputs in batches.
+fn predict<E: apt::official::Official>(
+    model: VlModel<E, VlTuner>,
+    map: TensorMap,
+    inputs: &Inputs,
+    pad: i64,
+    device: &Device,
+) -> Result<Vec<f32>> {
+    let source = map.source.clone();
+    let (model, report) = apt::official::load(model, map)?;
+    if !report.missing.is_empty() || !report.mismatched.is_empty() {
+        bail!("{source}: does not fit the model it describes: {report}");
+    }
+    let slots = if inputs.pair { 2 } else { 1 };
+    let per = 3 * inputs.h * inputs.w;
+    let mut out = vec![];
+    for start in (0..inputs.n).step_by(inputs.batch) {
+        let end = (start + inputs.batch).min(inputs.n);
+        let b = end - start;
+        let ids: Vec<i64> = inputs.ids[start * inputs.t..end * inputs.t].to_vec();
+        let mask: Vec<i64> = ids.iter().map(|&i| i64::from(i != pad)).collect();
+        let text = TextInput {
+            input_ids: Tensor::from_data(TensorData::new(ids, [b, inputs.t]), device),
+            attention_mask: Tensor::from_data(TensorData::new(mask, [b, inputs.t]), device),
+            token_type_ids: None,
+        };
+        let images: Vec<Tensor<4>> = (0..slots)
+            .map(|s| {
+                let data: Vec<f32> = (start..end)
+                    .flat_map(|i| {
+                        let at = (i * slots + s) * per;
+                        inputs.pixels[at..at + per].iter().copied()
+                    })
+                    .collect();
+                Tensor::from_data(TensorData::new(data, [b, 3, inputs.h, inputs.w]), device)
+            })
+            .collect();
+        let check = petl_core::vilt::ViltInput {
+            text: text.clone(),
+            images: images[0].clone(),
+            image_type: 1,
+            class_token: model.class_token.as_ref().map(|c| c.val()),
+        };
+        model.backbone.check_input(&check).with_context(|| format!("samples {start}..{end}"))?;
+        let logits = model.vl_logits(VlInput { text, images });
+        out.extend(petl_core::weights::HostTensor::from_tensor(&logits).data);
+    }
+    Ok(out)
+}
