@@ -5,12 +5,9 @@
 //! features, fused streams and VQA / NLVR2 logits of every method; LoRA merged into the cross
 //! layers gives the same logits.
 
-use std::path::Path;
-
 use apt::{AptConfig, Variant, VariantConfig, VlTuner, official};
 use burn::module::Module;
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use petl_core::bert::{BertConfig, TextInput};
 use petl_core::encoder::{EncodeOptions, Encoder};
 use petl_core::hooks::{BlockId, NoHooks, SubLayer, Tower};
@@ -24,19 +21,7 @@ use petl_core::weights::{HostTensor, TensorMap, read_safetensors};
 
 mod common;
 
-fn fixture_path(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-fn device() -> Device {
-    petl_core::device::device_from_name("flex").unwrap()
-}
-
-fn max_diff<const D: usize>(ours: Tensor<D>, want: &HostTensor) -> f32 {
-    let ours = HostTensor::from_tensor(&ours);
-    assert_eq!(ours.shape, want.shape);
-    ours.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
-}
+use common::{device, fixture_path, ints, max_diff};
 
 /// `meter_tiny_config.json`: RoBERTa 2 × 32, CLIP tower 2 × 24 (patch 8) run at 48 px from a
 /// 32 px table, 2 fusion layers per stream of width 32.
@@ -90,11 +75,6 @@ fn model(variant: Variant, head: VlHeadKind) -> MeterModel<VlTuner> {
     let foreign = |k: &String| k.contains("classifier") || (variant == Variant::Full && k == "token4classifier");
     assert!(report.unexpected.iter().all(foreign), "{variant:?}: {report}");
     m
-}
-
-fn ints(t: &HostTensor, device: &Device) -> Tensor<2, Int> {
-    let data: Vec<i64> = t.data.iter().map(|&v| v as i64).collect();
-    Tensor::from_data(TensorData::new(data, [t.shape[0], t.shape[1]]), device)
 }
 
 fn text(io: &TensorMap, device: &Device) -> TextInput {

@@ -3,9 +3,9 @@
 //! the APT module and its gradients, ViLT's text and image embeddings (padding, interpolated
 //! positions), and the pooled features, last hidden states and head logits of every method.
 
-use std::path::Path;
-
 mod common;
+
+use common::{device, fixture_path, ints, max_diff};
 
 use apt::{AptConfig, AptModule, Variant, VariantConfig, VlTuner, official};
 use burn::module::Module;
@@ -18,10 +18,6 @@ use petl_core::vilt::{ViltConfig, ViltInput};
 use petl_core::vl_model::{ViltModel, VlHeadKind};
 use petl_core::weights::{HostTensor, TensorMap, read_safetensors};
 
-fn fixture_path(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
 fn fixture(name: &str) -> TensorMap {
     read_safetensors(&fixture_path(name)).unwrap()
 }
@@ -29,21 +25,6 @@ fn fixture(name: &str) -> TensorMap {
 /// The fixture's tensors, int64 ones converted to f32 (ids and masks are small integers).
 fn io_fixture() -> TensorMap {
     common::read_mixed(&fixture_path("vilt_tiny_io.safetensors"))
-}
-
-fn device() -> Device {
-    petl_core::device::device_from_name("flex").unwrap()
-}
-
-fn max_diff<const D: usize>(ours: Tensor<D>, want: &HostTensor) -> f32 {
-    let ours = HostTensor::from_tensor(&ours);
-    assert_eq!(ours.shape, want.shape);
-    ours.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
-}
-
-fn ints(t: &HostTensor, device: &Device) -> Tensor<2, Int> {
-    let data: Vec<i64> = t.data.iter().map(|&v| v as i64).collect();
-    Tensor::from_data(TensorData::new(data, [t.shape[0], t.shape[1]]), device)
 }
 
 fn config() -> ViltConfig {

@@ -38,6 +38,19 @@ fn norm(src: &mut TensorMap, dst: &mut TensorMap, theirs: &str, ours: &str) -> R
     Ok(())
 }
 
+/// A fused torch q|k|v projection (`[3D, D]` weight, `[3D]` bias) → our `{block}.{query,key,value}`
+/// Linears (`[D, D]`, transposed).
+fn split_qkv(src: &mut TensorMap, dst: &mut TensorMap, weight: &str, bias: &str, block: &str) -> Result<()> {
+    let w = src.take(weight)?;
+    let c = src.take(bias)?;
+    let d = w.shape[1];
+    for (j, name) in ["query", "key", "value"].iter().enumerate() {
+        dst.insert(format!("{block}.{name}.weight"), w.rows(j * d, (j + 1) * d).t());
+        dst.insert(format!("{block}.{name}.bias"), c.rows(j * d, (j + 1) * d));
+    }
+    Ok(())
+}
+
 /// Moves every key not consumed by a family into `dst` so the strict check reports it.
 fn leftovers(src: TensorMap, dst: &mut TensorMap, ignore: impl Fn(&str) -> bool) {
     for (k, v) in src.tensors {
@@ -118,13 +131,7 @@ pub fn vit_timm(mut src: TensorMap) -> Result<TensorMap> {
             rename(&mut src, &mut dst, &format!("{b}.{ln}.weight"), &format!("{b}.{ln}.gamma"), keep)?;
             rename(&mut src, &mut dst, &format!("{b}.{ln}.bias"), &format!("{b}.{ln}.beta"), keep)?;
         }
-        let w = src.take(&format!("{b}.attn.qkv.weight"))?;
-        let c = src.take(&format!("{b}.attn.qkv.bias"))?;
-        let d = w.shape[1];
-        for (j, name) in ["query", "key", "value"].iter().enumerate() {
-            dst.insert(format!("{b}.{name}.weight"), w.rows(j * d, (j + 1) * d).t());
-            dst.insert(format!("{b}.{name}.bias"), c.rows(j * d, (j + 1) * d));
-        }
+        split_qkv(&mut src, &mut dst, &format!("{b}.attn.qkv.weight"), &format!("{b}.attn.qkv.bias"), &b)?;
         for (theirs, ours) in [("attn.proj", "proj"), ("mlp.fc1", "fc1"), ("mlp.fc2", "fc2")] {
             rename(&mut src, &mut dst, &format!("{b}.{theirs}.weight"), &format!("{b}.{ours}.weight"), |t| t.t())?;
             rename(&mut src, &mut dst, &format!("{b}.{theirs}.bias"), &format!("{b}.{ours}.bias"), keep)?;
@@ -370,13 +377,7 @@ pub fn clip_visual_openai(mut src: TensorMap, grid: Option<usize>) -> Result<Ten
     for i in 0..count_blocks(&src, "transformer.resblocks.") {
         let e = format!("transformer.resblocks.{i}");
         let b = format!("blocks.{i}");
-        let w = src.take(&format!("{e}.attn.in_proj_weight"))?;
-        let c = src.take(&format!("{e}.attn.in_proj_bias"))?;
-        let d = w.shape[1];
-        for (j, name) in ["query", "key", "value"].iter().enumerate() {
-            dst.insert(format!("{b}.{name}.weight"), w.rows(j * d, (j + 1) * d).t());
-            dst.insert(format!("{b}.{name}.bias"), c.rows(j * d, (j + 1) * d));
-        }
+        split_qkv(&mut src, &mut dst, &format!("{e}.attn.in_proj_weight"), &format!("{e}.attn.in_proj_bias"), &b)?;
         for (theirs, ours) in [("attn.out_proj", "proj"), ("mlp.c_fc", "fc1"), ("mlp.c_proj", "fc2")] {
             linear(&mut src, &mut dst, &format!("{e}.{theirs}"), &format!("{b}.{ours}"))?;
         }
