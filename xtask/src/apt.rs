@@ -569,9 +569,16 @@ pub fn reproduce(args: &ReproduceArgs, out: &Path) -> Result<()> {
         bail!("reproduce apt: --vtab-root, --fgvc-root and --weights belong to `reproduce arc`");
     }
     if args.data_root.is_some() || args.checkpoint.is_some() {
+        return crate::apt_real::reproduce(args, out, variant_config(&args.set)?);
+    }
+    if args.tokenizer.is_some()
+        || args.heads.is_some()
+        || args.limit.is_some()
+        || args.resolution.is_some()
+        || args.batch.is_some()
+    {
         bail!(
-            "reproduce apt on the real datasets (--data-root, --checkpoint) needs the Arrow readers and the official \
-             checkpoint import of the issue's remaining items; only the embedded default runs so far"
+            "--tokenizer, --heads, --batch, --limit and --resolution belong to the real-data run (--data-root, --checkpoint)"
         );
     }
     let device = petl_core::device::device_from_name(&args.backend)?;

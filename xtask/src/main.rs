@@ -8,6 +8,7 @@
 //! - `methods`: the registered methods and their default configurations.
 
 mod apt;
+mod apt_real;
 mod bench;
 mod encode;
 mod methods;

@@ -71,6 +71,24 @@ pub struct ReproduceArgs {
     /// Backbone preset for real data (vit-b16, vit-l16, vit-h14, swin-b).
     #[arg(long, default_value = "vit-b16")]
     pub backbone: String,
+    /// APT real-data run: the tokenizer.json of the checkpoint's text model (bert-base-uncased
+    /// for ViLT, roberta-base for METER).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// APT real-data run: attention heads of every tower (default: width / 64, as the official
+    /// models).
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// APT real-data run: the micro-batch (the recipe's batch through gradient accumulation; 32).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// APT real-data run: at most this many samples per split (quick checks; the table then is
+    /// not the paper's protocol).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// APT real-data run: ViLT's shorter side / METER's resolution instead of the recipe's.
+    #[arg(long)]
+    pub resolution: Option<u32>,
     /// Bottleneck D' of the methods that have one (ARC, the bottleneck adapter); default: each
     /// method's (ARC: 50 on real data, 8 on the embedded ViT). Shorthand for `--set bottleneck=N`.
     #[arg(long)]

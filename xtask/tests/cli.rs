@@ -595,7 +595,7 @@ fn apt_smoke_reproduce_prints_the_table_and_reuses_runs() {
         fails(&["reproduce", "apt", "--scale", "smoke", "--out", out.to_str().unwrap(), "--quiet", "--lr", "0.1"]);
     assert!(err.contains("other settings") && err.contains("train"), "{err}");
     let err = fails(&["reproduce", "apt", "--data-root", dir.path().to_str().unwrap()]);
-    assert!(err.contains("Arrow"), "{err}");
+    assert!(err.contains("needs --checkpoint FILE"), "{err}");
     let err = fails(&["reproduce", "apt", "--scale", "smoke", "--methods", "prefix", "--out", out.to_str().unwrap()]);
     assert!(err.contains("unknown APT variant"), "{err}");
 }
@@ -803,4 +803,80 @@ fn predict_apt_reproduces_official_vilt_and_meter_logits() {
     let err = fail(meter("vqa", "px.npy", "x.npy", heads));
     assert!(err.contains("px.npy"), "{err}");
     assert!(!p("x.npy").exists(), "nothing written on error");
+}
+
+/// The real-data path of `reproduce apt` end to end on ViLT-format Arrow files made in process
+/// (`petl_core::data::arrow_samples`) and the tiny official-format ViLT (its task heads and
+/// class token dropped: a pretrained file): every task, two methods, the table, the EvalAI
+/// answer file, truncation counted, runs reused, missing files named before anything trains.
+#[test]
+fn apt_real_data_run_on_vilt_format_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    petl_core::data::arrow_samples::write_vilt_samples(&data, 6, 40, 30).unwrap();
+    let tokenizer = dir.path().join("tokenizer.json");
+    petl_core::data::shapes::language::word_tokenizer().unwrap().save(&tokenizer, false).unwrap();
+    // A pretrained-only ViLT: the fixture without its task heads and class token.
+    let bytes = std::fs::read(apt_fixture("vilt_tiny.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(k, _)| !(k.contains("classifier") || k == "token4classifier" || k.starts_with("rank_output")))
+        .collect();
+    let ckpt = dir.path().join("vilt_pretrained.safetensors");
+    std::fs::write(&ckpt, safetensors::serialize(kept, None).unwrap()).unwrap();
+    let out = dir.path().join("out");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let args = |data: &Path| -> Vec<String> {
+        [
+            "reproduce",
+            "apt",
+            "--data-root",
+            &s(data),
+            "--checkpoint",
+            &s(&ckpt),
+            "--tokenizer",
+            &s(&tokenizer),
+            "--heads",
+            "4",
+            "--resolution",
+            "32",
+            "--epochs",
+            "1",
+            "--batch",
+            "4",
+            "--methods",
+            "apt,classifier",
+            "--out",
+            &s(&out),
+            "--quiet",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let run = |a: Vec<String>| ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let printed = run(args(&data));
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(table.contains("| APT |") && table.contains("| Classifier Only |"), "{table}");
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let cells = results["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 6);
+    for c in cells {
+        assert!(!c["metrics"].as_object().unwrap().is_empty(), "{c}");
+    }
+    assert!(cells.iter().any(|c| c["truncated_texts"].as_u64().unwrap() > 0), "the 12-position model truncates");
+    let answers: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("vqa/apt/vqa_test-dev.json")).unwrap()).unwrap();
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 12);
+    assert!(answers.iter().all(|a| a["question_id"].is_i64() && a["answer"].is_string()));
+    assert!(!printed.contains("reused"));
+    assert!(run(args(&data)).contains("finished run reused"));
+    std::fs::remove_file(data.join("nlvr2_test1.arrow")).unwrap();
+    let mut a = args(&data);
+    a.extend(["--tasks".into(), "nlvr2".into()]);
+    let err = fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("nlvr2_test1.arrow") && err.contains("missing"), "{err}");
 }

@@ -14,12 +14,14 @@ use burn::tensor::TensorData;
 use self::preprocess::{Preprocess, load_image};
 
 pub mod arrow;
+pub mod arrow_samples;
 pub mod fgvc;
 pub mod hf_image;
 pub mod preprocess;
 pub mod shapes;
 pub mod text;
 pub mod vl;
+pub mod vl_views;
 pub mod vtab;
 
 /// One preprocessed image and its label.

@@ -31,6 +31,9 @@ pub enum Normalization {
     Imagenet,
     /// Mean 0.5 and std 0.5, i.e. inputs in `[-1, 1]`, what the Google IN-21k ViTs were trained on.
     Half,
+    /// CLIP's mean (0.48145466, 0.4578275, 0.40821073) and std (0.26862954, 0.26130258,
+    /// 0.27577711) (METER's image tower).
+    Clip,
 }
 
 impl Normalization {
@@ -39,6 +42,9 @@ impl Normalization {
         match self {
             Normalization::Imagenet => ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
             Normalization::Half => ([0.5; 3], [0.5; 3]),
+            Normalization::Clip => {
+                ([0.481_454_66, 0.457_827_5, 0.408_210_73], [0.268_629_54, 0.261_302_58, 0.275_777_1])
+            }
         }
     }
 

@@ -14,6 +14,8 @@ pub struct HfTokenizer {
     tokenizer: tokenizers::Tokenizer,
     path: PathBuf,
     pad_id: u32,
+    truncate: bool,
+    truncated: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Token ids of several texts, padded to the longest (as HF `tokenizer(texts, padding=True)`).
@@ -51,13 +53,26 @@ impl HfTokenizer {
                 ),
             ));
         }
-        Ok(Self { tokenizer, path: path.to_path_buf(), pad_id })
+        Ok(Self { tokenizer, path: path.to_path_buf(), pad_id, truncate: false, truncated: Default::default() })
     }
 
     /// A tokenizer built in process (the shapes world's word-level tokenizer); `name` stands for
     /// the file in error messages.
     pub fn from_tokenizer(tokenizer: tokenizers::Tokenizer, pad_id: u32, name: &str) -> Self {
-        Self { tokenizer, path: PathBuf::from(name), pad_id }
+        Self { tokenizer, path: PathBuf::from(name), pad_id, truncate: false, truncated: Default::default() }
+    }
+
+    /// Texts longer than `max_len` are truncated as Hugging Face's `truncation=True` does for
+    /// one sequence (the content is cut, the special tokens at both ends are kept) instead of
+    /// refused; [`HfTokenizer::truncated`] counts them (ViLT and METER fine-tune this way).
+    pub fn with_truncation(mut self) -> Self {
+        self.truncate = true;
+        self
+    }
+
+    /// Distinct texts truncated so far.
+    pub fn truncated(&self) -> usize {
+        self.truncated.lock().map_or(0, |t| t.len())
     }
 
     /// Tokenises `texts` with the special tokens the tokenizer adds and pads them to the
@@ -72,7 +87,15 @@ impl HfTokenizer {
                 .tokenizer
                 .encode(text.as_str(), true)
                 .map_err(|e| Error::format(&self.path, format!("text {}: {e}", i + 1)))?;
-            let ids = enc.get_ids();
+            let mut ids = enc.get_ids().to_vec();
+            if ids.len() > max_len && self.truncate && max_len >= 2 {
+                let last = ids[ids.len() - 1];
+                ids.truncate(max_len - 1);
+                ids.push(last);
+                if let Ok(mut t) = self.truncated.lock() {
+                    t.insert(text.clone());
+                }
+            }
             if ids.len() > max_len {
                 return Err(Error::Config(format!(
                     "text {} has {} tokens, more than the model's {max_len} positions",

@@ -92,6 +92,9 @@ pub struct TrainConfig {
     /// After the warm-up, decay linearly to 0 (ViLT, METER) instead of the cosine.
     #[config(default = false)]
     pub linear_decay: bool,
+    /// AdamW's `β₂` (0.999; ViLT and METER fine-tune with 0.98).
+    #[config(default = 0.999)]
+    pub adam_beta2: f64,
 }
 
 impl<T: Tuner, E: crate::model::EncoderModule + crate::encoder::Encoder<Input = Tensor<4>>> Classify
@@ -123,6 +126,9 @@ impl TrainConfig {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr must be finite and positive, got", &self.lr);
+        }
+        if !(self.adam_beta2 > 0.0 && self.adam_beta2 < 1.0) {
+            return bad("adam_beta2 must be in (0, 1), got", &self.adam_beta2);
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad("weight_decay must be finite and non-negative, got", &self.weight_decay);

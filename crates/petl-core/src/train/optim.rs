@@ -14,8 +14,9 @@ use super::schedule::WarmupCosine;
 use super::{TrainConfig, clip_global_norm, trainable_ids};
 
 /// A parameter group: the trainable parameters whose path (`tuner.blocks.0.lora_a`, `head.weight`)
-/// contains any of `contains`, with their own learning-rate scale and weight decay. A parameter
-/// in several groups belongs to the last; parameters in none follow the run's recipe.
+/// contains any of `contains`, with their own learning-rate scale and weight decay. A fragment
+/// `a&b` asks for both `a` and `b` (`head.&bias`: the head's biases). A parameter in several
+/// groups belongs to the last; parameters in none follow the run's recipe.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParamGroupConfig {
@@ -59,7 +60,11 @@ impl ParamGroupConfig {
     }
 
     fn group(&self) -> ParamGroup {
-        ParamGroup::from_any_predicates(self.contains.clone())
+        let mut groups = self.contains.iter().map(|c| ParamGroup::from_predicates(c.split('&').collect::<Vec<_>>()));
+        match groups.next() {
+            Some(first) => groups.fold(first, |acc, g| acc.fuse(&g)),
+            None => ParamGroup::from_any_predicates(Vec::<String>::new()),
+        }
     }
 }
 
@@ -103,7 +108,9 @@ impl Optimization {
     /// The optimisation of `config` for `model`, its schedule positioned at update `step`
     /// (non-zero when resuming).
     pub fn new<M: Module>(config: &TrainConfig, model: &M, schedule: WarmupCosine, step: usize) -> Self {
-        let adamw = |wd: f64| AdamWConfig::new().with_weight_decay(wd as f32).with_epsilon(1e-8);
+        let adamw = |wd: f64| {
+            AdamWConfig::new().with_weight_decay(wd as f32).with_epsilon(1e-8).with_beta_2(config.adam_beta2 as f32)
+        };
         let mut optimizer = adamw(config.weight_decay).init();
         let mut lr = ModuleLrScheduler::new(Scheduled { lr: config.lr, schedule, step });
         for g in &config.param_groups {
