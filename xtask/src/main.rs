@@ -174,6 +174,11 @@ static GLOBAL: PeakMemAlloc<mimalloc::MiMalloc> = PeakMemAlloc::new(mimalloc::Mi
 /// constant for it).
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
+/// Exit code of a run refused or stopped by its input: a file, argument or setting that the
+/// one-line message names (as clap's usage errors). Internal errors (bugs) exit with 101 after
+/// one line.
+const EXIT_BAD_INPUT: i32 = 2;
+
 fn main() {
     // Never hand freed pages back to the OS: a training step frees and re-allocates the same
     // tensor sizes every time, and re-faulting them cost full fine-tuning another 12 %. The
@@ -181,6 +186,17 @@ fn main() {
     // glibc; the two causes were not measured apart).
     // SAFETY: plain option setter, called before any other thread exists.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // A panic is a bug in petl, never the user's input: one line saying so, exit code 101.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("internal error (a bug in petl, please report it): {msg}{at}");
+    }));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Reproduce(a) => reproduce::run(a),
@@ -192,6 +208,6 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(EXIT_BAD_INPUT);
     }
 }

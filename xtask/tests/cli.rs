@@ -22,7 +22,7 @@ fn ok(args: &[&str]) -> String {
 
 fn fails(args: &[&str]) -> String {
     let out = xtask(args);
-    assert!(!out.status.success(), "xtask {args:?} should fail");
+    assert_eq!(out.status.code(), Some(2), "xtask {args:?} should fail as bad input (exit 2)");
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(!err.contains("panicked"), "a user mistake must not panic: {err}");
     err
