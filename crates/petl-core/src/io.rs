@@ -6,8 +6,10 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
-/// A crash leaves either the old file or the new one, never half of one.
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder (`.NAME.tmp-PID`),
+/// fsync, rename, fsync of the folder (so the rename itself survives a power cut). A crash leaves
+/// either the old file or the new one, never half of one; a failed write (disk full) removes the
+/// temporary and leaves the old file as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -17,13 +19,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // The folder entry: best effort (not every platform opens folders for syncing).
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, e));
     }
     Ok(())
+}
+
+/// The SHA-256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `name` is a temporary of [`write_atomic`] (`.NAME.tmp-PID`), which a crash may leave.
+pub fn is_atomic_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
 }
 
 /// A Hugging Face `config.json` (or a part of one, e.g. CLIP's `vision_config`) with field

@@ -95,6 +95,10 @@ pub struct TrainConfig {
     /// AdamW's `β₂` (0.999; ViLT and METER fine-tune with 0.98).
     #[config(default = 0.999)]
     pub adam_beta2: f64,
+    /// Epoch checkpoints kept in the run folder (the newest `k`; an older one is removed only
+    /// after a newer one is complete on disk).
+    #[config(default = 1)]
+    pub keep_checkpoints: usize,
 }
 
 impl<T: Tuner, E: crate::model::EncoderModule + crate::encoder::Encoder<Input = Tensor<4>>> Classify
@@ -119,6 +123,7 @@ impl TrainConfig {
             ("batch_size", self.batch_size),
             ("eval_batch_size", self.eval_batch_size),
             ("grad_accumulation", self.grad_accumulation),
+            ("keep_checkpoints", self.keep_checkpoints),
         ] {
             if v == 0 {
                 return bad(&format!("{name} must be at least 1, got"), &v);
@@ -222,6 +227,10 @@ struct Progress {
     param_ids: BTreeMap<String, u64>,
     tensors: String,
     optimizer: String,
+    /// SHA-256 of each member file (`tensors`, `optimizer`), written with the manifest, which
+    /// is written last: a checkpoint is complete iff its manifest exists and the hashes match.
+    #[serde(default)]
+    sha256: BTreeMap<String, String>,
 }
 
 /// The training loop.
@@ -286,6 +295,15 @@ impl Trainer {
 
     fn checkpoint_dir(&self) -> Option<PathBuf> {
         self.run_dir.as_ref().map(|d| d.join("checkpoint"))
+    }
+
+    /// The epoch of the newest complete checkpoint in the run folder (what a new start resumes
+    /// from), every member's SHA-256 checked; `None` without one.
+    ///
+    /// # Errors
+    /// A checkpoint that is corrupt or incomplete with no older complete one kept (named).
+    pub fn latest_checkpoint(&self) -> Result<Option<usize>> {
+        Ok(self.read_progress()?.map(|p| p.epoch))
     }
 
     /// Trains an image classifier (on an autodiff device, trainable set chosen) on `train`,
@@ -356,7 +374,9 @@ impl Trainer {
             WarmupCosine::new(cfg.warmup_epochs * steps_per_epoch, total)
         };
 
-        let mut model = model;
+        // Path-derived parameter ids: optimizer states and checkpoints of identical runs are
+        // byte-identical.
+        let mut model = crate::weights::stable_param_ids(model);
         let mut history = vec![];
         let mut step = 0;
         let mut first_epoch = 0;
@@ -532,18 +552,48 @@ impl Trainer {
         Ok(out)
     }
 
+    /// The newest complete checkpoint of the run folder: its manifest (`progress-EPOCH.json`,
+    /// mirrored as `progress.json`) read and every member's SHA-256 checked. Temporaries a crash
+    /// left are removed first. A manifest whose members are missing or corrupt is an error naming
+    /// the file — unless an older complete checkpoint is kept (`keep_checkpoints` > 1), which is
+    /// then used.
     fn read_progress(&self) -> Result<Option<Progress>> {
         let Some(dir) = self.checkpoint_dir() else { return Ok(None) };
-        let path = dir.join("progress.json");
-        if !path.exists() {
+        if !dir.exists() {
             return Ok(None);
         }
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::format(&path, format!("corrupt progress file: {e}")))
+        let mut manifests = vec![];
+        for e in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if crate::io::is_atomic_temporary(&name) {
+                let _ = std::fs::remove_file(e.path());
+            } else if name.starts_with("progress-") && name.ends_with(".json") {
+                manifests.push(name);
+            }
+        }
+        manifests.sort();
+        if manifests.is_empty() && dir.join("progress.json").exists() {
+            // A run folder of an earlier petl: one manifest, no hashes.
+            manifests.push("progress.json".into());
+        }
+        let mut first_error = None;
+        for name in manifests.iter().rev() {
+            match read_manifest(&dir, name) {
+                Ok(p) => return Ok(Some(p)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
     }
 
+    /// Writes the epoch's checkpoint: the trainable tensors and the optimizer state, then the
+    /// manifest with their SHA-256 (the commit point), then removes checkpoints beyond the newest
+    /// `keep_checkpoints` and stray files.
     fn write_checkpoint<M: Module>(
         &self,
         model: &M,
@@ -559,7 +609,13 @@ impl Trainer {
         let (tensors, param_ids) = collect_with_ids(model, |_, id| trainable.contains(&id));
         write_safetensors(&dir.join(&tensors_name), &tensors, None)?;
         let bytes = optim.into_bytes().map_err(|e| Error::format(dir.join(&optim_name), format!("{e:?}")))?;
+        let bytes = canonical_burnpack(bytes).map_err(|e| Error::format(dir.join(&optim_name), e))?;
         write_atomic(&dir.join(&optim_name), &bytes)?;
+        let tensor_bytes = std::fs::read(dir.join(&tensors_name)).map_err(|e| Error::io(dir.join(&tensors_name), e))?;
+        let sha256 = BTreeMap::from([
+            (tensors_name.clone(), crate::io::sha256_hex(&tensor_bytes)),
+            (optim_name.clone(), crate::io::sha256_hex(&bytes)),
+        ]);
         let progress = Progress {
             epoch,
             step,
@@ -567,18 +623,96 @@ impl Trainer {
             param_ids,
             tensors: tensors_name.clone(),
             optimizer: optim_name.clone(),
+            sha256,
         };
-        write_atomic(&dir.join("progress.json"), &serde_json::to_vec_pretty(&progress).expect("serialises"))?;
-        remove_stale(&dir, &[tensors_name.as_str(), optim_name.as_str(), "progress.json"]);
+        let manifest = serde_json::to_vec_pretty(&progress).expect("serialises");
+        let manifest_name = format!("progress-{epoch:04}.json");
+        // The manifest's own hash beside it, then the manifest: the commit point.
+        write_atomic(&dir.join(format!("progress-{epoch:04}.sha256")), crate::io::sha256_hex(&manifest).as_bytes())?;
+        write_atomic(&dir.join(&manifest_name), &manifest)?;
+        write_atomic(&dir.join("progress.json"), &manifest)?;
+        // Older checkpoints go only now that the new one is complete and durable.
+        let mut kept: Vec<String> = vec!["progress.json".into()];
+        for e in (0..=epoch).rev().take(self.config.keep_checkpoints) {
+            kept.extend([
+                format!("progress-{e:04}.json"),
+                format!("progress-{e:04}.sha256"),
+                format!("trainable-{e:04}.safetensors"),
+                format!("optimizer-{e:04}.bpk"),
+            ]);
+        }
+        let kept: Vec<&str> = kept.iter().map(String::as_str).collect();
+        remove_stale(&dir, &kept);
         Ok(())
     }
+}
+
+/// Burn writes an optimizer's per-parameter states in hash-map order, which changes from run to
+/// run; the same pack with its tensors sorted by name is byte-identical for identical states.
+fn canonical_burnpack(bytes: burn::tensor::Bytes) -> std::result::Result<Vec<u8>, String> {
+    let reader = burn_pack::Reader::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let metadata = reader.metadata().clone();
+    let scalars = reader.scalars().clone();
+    let mut parts = reader
+        .into_tensors()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|t| t.into_parts())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    parts.sort_by(|a, b| a.0.cmp(&b.0));
+    let tensors = parts
+        .into_iter()
+        .map(|(name, dtype, shape, id, data)| burn_pack::Tensor::new(name, dtype, shape, id, data))
+        .collect();
+    let mut writer = burn_pack::Writer::new(tensors);
+    for (k, v) in &metadata {
+        writer = writer.with_metadata(k, v);
+    }
+    for (k, v) in &scalars {
+        writer = writer.with_scalar(k, *v);
+    }
+    Ok(writer.into_bytes().map_err(|e| e.to_string())?.to_vec())
+}
+
+/// Reads manifest `name` of `dir` and checks its members' SHA-256.
+fn read_manifest(dir: &Path, name: &str) -> Result<Progress> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let sidecar = path.with_extension("sha256");
+    if let Some(stem) = name.strip_prefix("progress-") {
+        let want = std::fs::read(&sidecar).map_err(|e| Error::io(&sidecar, e))?;
+        if crate::io::sha256_hex(&bytes).as_bytes() != want.as_slice() {
+            return Err(Error::format(
+                &path,
+                format!(
+                    "checkpoint manifest corrupt (SHA-256 differs from progress-{})",
+                    stem.replace(".json", ".sha256")
+                ),
+            ));
+        }
+    }
+    let progress: Progress = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::format(&path, format!("corrupt checkpoint manifest: {e}")))?;
+    for (member, want) in &progress.sha256 {
+        let file = dir.join(member);
+        let data = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        if &crate::io::sha256_hex(&data) != want {
+            return Err(Error::format(
+                &file,
+                format!("checkpoint member corrupt (SHA-256 differs from {name}); delete the run folder to start over"),
+            ));
+        }
+    }
+    Ok(progress)
 }
 
 fn remove_stale(dir: &Path, keep: &[&str]) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !keep.contains(&name.as_str()) && !name.starts_with('.') {
+            // Temporaries of this process's writes are finished by now; other dotfiles stay.
+            if !keep.contains(&name.as_str()) && (!name.starts_with('.') || crate::io::is_atomic_temporary(&name)) {
                 let _ = std::fs::remove_file(e.path());
             }
         }

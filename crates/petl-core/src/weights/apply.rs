@@ -158,3 +158,35 @@ pub fn collect_with_ids<M: Module>(
     module.visit(&mut c);
     (c.out, c.ids)
 }
+
+struct StableIds {
+    path: Vec<String>,
+}
+
+impl ModuleMapper for StableIds {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        // FNV-1a of the path: the same id for the same parameter in every run.
+        let id = self
+            .path
+            .join(".")
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let (_, value, mapper) = param.consume();
+        Param::from_mapped_value(ParamId::from(id), value, mapper)
+    }
+}
+
+/// Gives every parameter of `module` an id derived from its path, so that the optimizer states
+/// (and checkpoints) of two runs of the same model are byte-identical: Burn draws parameter ids
+/// at random. Ids stay unique as long as paths are (they are within a module).
+pub fn stable_param_ids<M: Module>(module: M) -> M {
+    module.map(&mut StableIds { path: vec![] })
+}
