@@ -19,6 +19,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        crash_point();
         std::fs::rename(&tmp, path)?;
         // The folder entry: best effort (not every platform opens folders for syncing).
         if let Ok(d) = std::fs::File::open(dir) {
@@ -31,6 +32,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(Error::io(path, e));
     }
     Ok(())
+}
+
+/// Crash testing: with `PETL_CRASH_AT_WRITE=k` in the environment, the process aborts (no
+/// unwinding, no cleanup, like a power cut or `SIGKILL`) inside its `k`-th atomic write, after
+/// the temporary is complete and before the rename. Unset, this costs one atomic increment.
+fn crash_point() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+    static AT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let at = *AT.get_or_init(|| std::env::var("PETL_CRASH_AT_WRITE").ok().and_then(|v| v.parse().ok()));
+    let n = WRITES.fetch_add(1, Ordering::Relaxed) + 1;
+    if at == Some(n) {
+        std::process::abort();
+    }
 }
 
 /// The SHA-256 of `bytes`, lower-case hex.
