@@ -195,9 +195,16 @@ fn main() {
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "panic".into());
         let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!("internal error (a bug in petl, please report it): {msg}{at}");
+        eprintln!("internal error (a bug in petl, please report it): {}{at}", one_line(&msg));
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version: printed on stdout, exit code 0
+        Err(e) => {
+            eprintln!("{}", usage_error_line(&e));
+            std::process::exit(EXIT_BAD_INPUT);
+        }
+    };
     let result = match cli.command {
         Command::Reproduce(a) => reproduce::run(a),
         Command::Params(a) => params(a),
@@ -207,7 +214,42 @@ fn main() {
         Command::Methods(a) => list_methods(a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_line(&e));
         std::process::exit(EXIT_BAD_INPUT);
     }
+}
+
+/// An error and its causes on one line. A cause whose text its parent already shows (an I/O
+/// error inside a message that quotes it, a path named twice) is left out.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        let text = text.strip_prefix(line.as_str()).unwrap_or(&text).trim_start_matches(": ");
+        if !line.is_empty() {
+            line += ": ";
+        }
+        line += text;
+    }
+    one_line(&line)
+}
+
+/// A clap usage error on one line (`error: ...; see --help`): the message without its usage block.
+fn usage_error_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    format!("{}; see --help", one_line(&message.join(" ")))
+}
+
+/// `text` with its line breaks replaced by spaces: errors are one line on stderr.
+fn one_line(text: &str) -> String {
+    text.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }

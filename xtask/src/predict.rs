@@ -114,13 +114,49 @@ impl ModelJson {
     }
 }
 
-fn parse_config(text: &str) -> Result<ModelJson> {
+/// `--config` (inline JSON or a file): the model JSON, checked on its own, and the keys it gives.
+fn parse_config(text: &str) -> Result<(ModelJson, Vec<String>)> {
     let (json, origin) = if text.trim_start().starts_with('{') {
         (text.to_string(), "--config".to_string())
     } else {
-        (std::fs::read_to_string(text).with_context(|| format!("reading --config file {text}"))?, text.to_string())
+        let json = std::fs::read_to_string(text).with_context(|| format!("reading --config file {text}"))?;
+        (json, format!("--config {text}"))
     };
-    serde_json::from_str(&json).with_context(|| format!("{origin}: not a valid model JSON"))
+    let value: serde_json::Value = serde_json::from_str(&json).with_context(|| format!("{origin}: not JSON"))?;
+    let model: ModelJson =
+        serde_json::from_value(value.clone()).with_context(|| format!("{origin}: not a valid model JSON"))?;
+    BackboneConfig::Vit(model.vit()).validate().with_context(|| origin.clone())?;
+    if model.num_classes == 0 || model.adapter_dim == 0 {
+        bail!("{origin}: num_classes and adapter_dim must be at least 1");
+    }
+    let keys = value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    Ok((model, keys))
+}
+
+/// Refuses a `--config` that contradicts the checkpoint: every key it gives must have the value
+/// `found` (what the checkpoint holds) has.
+fn check_config(checkpoint: &Path, (given, keys): &(ModelJson, Vec<String>), found: &serde_json::Value) -> Result<()> {
+    let given = serde_json::to_value(given)?;
+    let differ: Vec<String> = keys
+        .iter()
+        .filter(|k| found.get(k.as_str()) != given.get(k.as_str()))
+        .map(|k| match found.get(k.as_str()) {
+            Some(v) => format!("{k} {} in --config, {v} in the checkpoint", given[k.as_str()]),
+            None => format!("{k} {} in --config, none in the checkpoint", given[k.as_str()]),
+        })
+        .collect();
+    if !differ.is_empty() {
+        bail!("{}: --config contradicts the checkpoint: {}", checkpoint.display(), differ.join("; "));
+    }
+    Ok(())
+}
+
+/// The sizes of a ViT config that the tensors' shapes show (the head count shapes none of them).
+fn vit_json(v: &VitConfig) -> serde_json::Value {
+    serde_json::json!({
+        "image_size": v.image_size, "patch_size": v.patch_size, "hidden_size": v.hidden_size,
+        "num_layers": v.num_layers, "mlp_dim": v.mlp_dim,
+    })
 }
 
 fn read_input(args: &PredictArgs, size: usize) -> Result<(Vec<f32>, usize)> {
@@ -179,6 +215,9 @@ pub(crate) fn write_npy(path: &Path, data: &[f32], shape: [usize; 2]) -> Result<
 
 /// Entry point of `predict`.
 pub fn run(args: PredictArgs) -> Result<()> {
+    if args.batch == 0 {
+        bail!("--batch 0: the batch must hold at least one sample");
+    }
     if args.method == "apt" {
         return crate::predict_apt::run(args);
     }
@@ -190,32 +229,52 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let (model, size) = if ext == "pth" || ext == "pt" {
         // The one official training code whose checkpoints petl reads is ARC's; the checkpoint
         // itself says which variant it holds.
+        let path = args.checkpoint.display();
         let raw = petl_core::weights::read_pth(&args.checkpoint)?;
+        raw.check_finite()?;
         let shapes = arc::official::inspect(&raw)?;
-        let heads = match (&args.config, &args.backbone) {
-            (Some(c), _) => parse_config(c)?.num_heads,
-            (None, Some(b)) => match BackboneConfig::preset(b)? {
-                BackboneConfig::Vit(v) => v.num_heads,
-                BackboneConfig::Swin(_) => bail!("official .pth checkpoints are ViT; got --backbone {b}"),
-            },
+        let given = args.config.as_deref().map(parse_config).transpose()?;
+        let preset = match args.backbone.as_deref().map(BackboneConfig::preset).transpose()? {
+            Some(BackboneConfig::Vit(v)) => Some(v),
+            Some(BackboneConfig::Swin(_)) => bail!(
+                "official .pth checkpoints are ViT; got --backbone {}",
+                args.backbone.as_deref().unwrap_or_default()
+            ),
+            None => None,
+        };
+        let heads = match (&given, &preset) {
+            (Some((c, _)), _) => c.num_heads,
+            (None, Some(v)) => v.num_heads,
             (None, None) => {
                 bail!("an official checkpoint does not record the number of heads: give --config or --backbone")
             }
         };
         let (vit, arc) = shapes.configs(heads);
+        let found = vit_json(&vit);
+        if let Some(v) = preset.filter(|v| vit_json(v) != found) {
+            bail!(
+                "{path}: a ViT of {found}, not --backbone {} ({})",
+                args.backbone.as_deref().unwrap_or_default(),
+                vit_json(&v)
+            );
+        }
+        if let Some(given) = &given {
+            let mut found = found.clone();
+            found["num_heads"] = heads.into();
+            found["num_classes"] = shapes.num_classes.into();
+            found["adapter_dim"] = shapes.adapter_dim.into();
+            found["variant"] = serde_json::to_value(shapes.variant)?;
+            check_config(&args.checkpoint, given, &found)?;
+        }
         let variant = serde_json::to_value(shapes.variant)?;
         let variant = variant.as_str().unwrap_or("arc");
         if methods::find(&args.method)?.name() != variant {
-            bail!(
-                "{}: an official ARC checkpoint of variant `{variant}`, not `{}`",
-                args.checkpoint.display(),
-                args.method
-            );
+            bail!("{path}: an official ARC checkpoint of variant `{variant}`, not `{}`", args.method);
         }
         let spec = MethodSpec::stored(variant, serde_json::to_value(&arc)?)?;
         let size = vit.image_size;
         let backbone = BackboneConfig::Vit(vit);
-        backbone.validate().with_context(|| format!("{}: model configuration", args.checkpoint.display()))?;
+        backbone.validate().with_context(|| format!("{path}: model configuration"))?;
         (spec.build(&backbone, shapes.num_classes, &device)?.load_tensors(arc::official::rename(raw)?)?, size)
     } else {
         let (tensors, meta) = petl_core::checkpoint::load_adapter(&args.checkpoint)?;
@@ -242,11 +301,18 @@ pub fn run(args: PredictArgs) -> Result<()> {
         };
         if let Some(c) = &args.config {
             let given = parse_config(c)?;
-            if BackboneConfig::Vit(given.vit()) != backbone || given.num_classes != classes {
-                bail!(
-                    "{path}: checkpoint was trained for {backbone:?} with {classes} classes, but --config says {given:?}"
-                );
+            let BackboneConfig::Vit(v) = &backbone else {
+                bail!("{path}: checkpoint was trained on a Swin backbone, --config describes a ViT")
+            };
+            let mut found = vit_json(v);
+            found["num_heads"] = v.num_heads.into();
+            found["num_classes"] = classes.into();
+            for (key, setting) in [("adapter_dim", "bottleneck"), ("variant", "variant")] {
+                if let Some(value) = spec.config.get(setting) {
+                    found[key] = value.clone();
+                }
             }
+            check_config(&args.checkpoint, &given, &found)?;
         }
         if let Some(b) = &args.backbone {
             if BackboneConfig::preset(b)? != backbone {

@@ -165,13 +165,6 @@ pub(crate) fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/petl-cache")
 }
 
-/// Pretrains the embedded ViT on the shapes world's `pretrain` task (full training), cached
-/// under `target/petl-cache/` keyed by config, data size, epochs and seed.
-fn pretrained_backbone(e: &Embedded, seed: u64, device: &Device, quiet: bool) -> Result<(BackboneConfig, PathBuf)> {
-    let path = pretrained_vit(&e.vit, e.pretrain_n, e.pretrain_epochs, seed, device, quiet)?;
-    Ok((BackboneConfig::Vit(e.vit.clone()), path))
-}
-
 /// Pretrains a ViT of config `v` on the shapes world's `pretrain` task (kind × colour of the
 /// largest object, `n` scenes, `epochs` epochs; full training), cached under
 /// `target/petl-cache/` keyed by config, data size, epochs and seed: the backbone's tensors.
@@ -249,6 +242,20 @@ fn merge_check(
     Ok(Merge::Exact(crate::max_abs_diff(&before.data, &after.data)))
 }
 
+/// One column of the table: a task's data, the methods trained on it with their recipes, and
+/// the folder of its runs. Every column of a table is built and checked before anything trains.
+struct Column {
+    task: String,
+    group: String,
+    train: Box<dyn ImageDataset>,
+    test: Box<dyn ImageDataset>,
+    /// The image files behind `train` and `test` (real data), decoded once before training.
+    images: Vec<PathBuf>,
+    runs: Vec<(MethodSpec, TrainConfig)>,
+    /// Parent of the run folders (one per method).
+    dir: PathBuf,
+}
+
 /// What every (task, method) run of one table shares.
 struct Runner<'a> {
     backbone: &'a BackboneConfig,
@@ -291,57 +298,72 @@ pub(crate) fn check_settings(dir: &Path, settings: &serde_json::Value) -> Result
     )
 }
 
+/// The report of the finished run in `dir` (a complete report of `epochs` epochs and its adapter
+/// checkpoint), which is reused as it is.
+fn finished(dir: &Path, epochs: usize) -> Option<petl_core::train::TrainReport> {
+    std::fs::read(dir.join("report.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<petl_core::train::TrainReport>(&bytes).ok())
+        .filter(|r| r.epochs.len() == epochs && dir.join("adapter.safetensors").exists())
+}
+
 impl Runner<'_> {
-    /// Trains each of `methods` on one task (recipe per method), one run folder each under
-    /// `dir`, resuming or reusing finished runs.
-    fn task(
-        &self,
-        methods: &[MethodSpec],
-        recipe: &dyn Fn(&MethodSpec) -> TrainConfig,
-        (train, test): (&dyn ImageDataset, &dyn ImageDataset),
-        dir: &Path,
-        (task, group): (&str, &str),
-    ) -> Result<Vec<Cell>> {
-        methods
-            .iter()
-            .map(|spec| self.run(spec, recipe(spec), train, test, &dir.join(spec.name()), (task, group)))
-            .collect()
+    /// Everything that determines the run of `spec` with `cfg` on `column` (its `config.json`).
+    fn settings(&self, spec: &MethodSpec, cfg: &TrainConfig, column: &Column) -> serde_json::Value {
+        let (train, test) = (&column.train, &column.test);
+        serde_json::json!({
+            "method": spec.name(), "method_config": spec.config, "backbone": self.backbone, "train": cfg,
+            "task": column.task, "classes": train.num_classes(), "inputs": self.inputs,
+            "data": { "train": [train.name(), train.len()], "test": [test.name(), test.len()] },
+        })
     }
 
-    /// Runs `spec` on one task inside `dir` (resuming or reusing a finished run).
-    fn run(
-        &self,
-        spec: &MethodSpec,
-        cfg: TrainConfig,
-        train: &dyn ImageDataset,
-        test: &dyn ImageDataset,
-        dir: &Path,
-        (task, group): (&str, &str),
-    ) -> Result<Cell> {
+    /// Trains every run of every column (resuming, or reusing finished runs), after checking
+    /// them all: recipes, the settings of existing run folders, and every image of a column
+    /// that still trains. Input that cannot be trained on is refused before anything is
+    /// written, not in the middle of the table.
+    fn table(&self, columns: &[Column]) -> Result<Vec<Cell>> {
+        for column in columns {
+            let mut trains = false;
+            for (spec, cfg) in &column.runs {
+                cfg.check().with_context(|| format!("{}/{}", column.task, spec.name()))?;
+                let dir = column.dir.join(spec.name());
+                check_settings(&dir, &self.settings(spec, cfg, column))?;
+                trains |= finished(&dir, cfg.epochs).is_none();
+            }
+            if trains {
+                petl_core::data::preprocess::check_images(&column.images)?;
+            }
+        }
+        let mut cells = vec![];
+        for column in columns {
+            for (spec, cfg) in &column.runs {
+                cells.push(self.run(spec, cfg, column)?);
+            }
+        }
+        Ok(cells)
+    }
+
+    /// Runs `spec` on one column inside its run folder (resuming or reusing a finished run).
+    fn run(&self, spec: &MethodSpec, cfg: &TrainConfig, column: &Column) -> Result<Cell> {
         let (backbone, device, quiet) = (self.backbone, self.device, self.quiet);
+        let (train, test, task, group) = (&*column.train, &*column.test, column.task.as_str(), column.group.as_str());
+        let dir = column.dir.join(spec.name());
         let counts = spec.counts(backbone, train.num_classes())?;
-        let settings = serde_json::json!({
-            "method": spec.name(), "method_config": spec.config, "backbone": backbone, "train": &cfg,
-            "task": task, "classes": train.num_classes(), "inputs": self.inputs,
-            "data": { "train": [train.name(), train.len()], "test": [test.name(), test.len()] },
-        });
-        check_settings(dir, &settings)?;
-        // A finished run of these settings (complete report and its adapter checkpoint) is
-        // reused as it is.
-        let finished = std::fs::read(dir.join("report.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<petl_core::train::TrainReport>(&bytes).ok())
-            .filter(|r| r.epochs.len() == cfg.epochs && dir.join("adapter.safetensors").exists());
-        let report = match finished {
+        let settings = self.settings(spec, cfg, column);
+        check_settings(&dir, &settings)?;
+        let report = match finished(&dir, cfg.epochs) {
             Some(report) => report,
             None => {
-                save_json(&dir.join("config.json"), &settings)?;
                 device.seed(cfg.seed); // initialisation of the method's parameters
+                // Built and loaded before the run folder is written: weights that do not fit
+                // the backbone leave no folder behind.
                 let model = spec
                     .build(backbone, train.num_classes(), &device.clone().autodiff())?
                     .load_backbone((self.weights)()?)?;
-                let mut trainer = Trainer::new(cfg);
-                trainer.run_dir = Some(dir.to_path_buf());
+                save_json(&dir.join("config.json"), &settings)?;
+                let mut trainer = Trainer::new(cfg.clone());
+                trainer.run_dir = Some(dir.clone());
                 trainer.progress = !quiet;
                 trainer.label = format!("{task:>12} {:>8}", spec.label());
                 let (model, report) = model.fit(&trainer, train, test)?;
@@ -408,9 +430,30 @@ impl Runner<'_> {
     }
 }
 
+/// The most epochs a run may ask for (the papers train 100; more is a typo, not a recipe).
+const MAX_EPOCHS: usize = 10_000;
+
+/// Checks the arguments every paper shares, before anything is read or written.
+fn check_args(args: &ReproduceArgs, out: &Path) -> Result<()> {
+    if let Some(epochs) = args.epochs.filter(|e| !(1..=MAX_EPOCHS).contains(e)) {
+        bail!("--epochs {epochs}: epochs must be at least 1 and at most {MAX_EPOCHS}");
+    }
+    if let Some(lr) = args.lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
+        bail!("--lr {lr}: the learning rate must be finite and positive");
+    }
+    if args.batch == Some(0) {
+        bail!("--batch 0: the batch must hold at least one sample");
+    }
+    if out.exists() && !out.is_dir() {
+        bail!("--out {}: not a folder", out.display());
+    }
+    Ok(())
+}
+
 /// Entry point of `reproduce`.
 pub fn run(args: ReproduceArgs) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/reproduce-{}", args.paper)));
+    check_args(&args, &out)?;
     match args.paper.as_str() {
         "arc" => {}
         "apt" => return crate::apt::reproduce(&args, &out),
@@ -421,15 +464,26 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
             "reproduce arc: --data-root and --checkpoint belong to `reproduce apt` (ARC reads --vtab-root, --fgvc-root, --weights)"
         );
     }
+    let apt_only = [
+        ("--tokenizer", args.tokenizer.is_some()),
+        ("--heads", args.heads.is_some()),
+        ("--batch", args.batch.is_some()),
+        ("--limit", args.limit.is_some()),
+        ("--resolution", args.resolution.is_some()),
+    ];
+    if let Some((flag, _)) = apt_only.iter().find(|(_, given)| *given) {
+        bail!("reproduce arc: {flag} is an option of `reproduce apt` (ARC uses the paper's batch and resolution)");
+    }
+    let real = args.vtab_root.is_some() || args.fgvc_root.is_some();
+    if !real && args.weights.is_some() {
+        bail!(
+            "reproduce arc: --weights is for real data (give --vtab-root or --fgvc-root); the embedded run pretrains its own backbone"
+        );
+    }
     let args = ReproduceArgs { out: Some(out), ..args };
     let device = petl_core::device::device_from_name(&args.backend)?;
-    std::fs::create_dir_all(out_dir(&args)).with_context(|| format!("creating {}", out_dir(&args).display()))?;
     let start = std::time::Instant::now();
-    let (cells, methods, tasks) = if args.vtab_root.is_some() || args.fgvc_root.is_some() {
-        run_real(&args, &device)?
-    } else {
-        run_embedded(&args, &device)?
-    };
+    let (cells, methods, tasks) = if real { run_real(&args, &device)? } else { run_embedded(&args, &device)? };
     let md = table::markdown(&cells, &methods, &tasks);
     println!("\n{md}");
     println!(
@@ -463,6 +517,17 @@ fn specs(args: &ReproduceArgs, default: &[&str], backbone: &BackboneConfig, embe
     Ok(specs)
 }
 
+/// The rows (method labels) and columns (task, group) of a table of `columns`.
+fn layout(columns: &[Column]) -> (Vec<String>, Vec<(String, String)>) {
+    let mut rows: Vec<String> = vec![];
+    for (spec, _) in columns.iter().flat_map(|c| &c.runs) {
+        if !rows.iter().any(|r| r == spec.label()) {
+            rows.push(spec.label().to_string());
+        }
+    }
+    (rows, columns.iter().map(|c| (c.task.clone(), c.group.clone())).collect())
+}
+
 fn run_embedded(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<String>, Vec<(String, String)>)> {
     let e = Embedded::new(args.scale);
     let tasks: Vec<ShapesTask> = if args.tasks.is_empty() {
@@ -470,11 +535,8 @@ fn run_embedded(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec
     } else {
         args.tasks.iter().map(|t| t.parse::<ShapesTask>().map_err(anyhow::Error::from)).collect::<Result<_>>()?
     };
-    let (backbone, weights_path) = pretrained_backbone(&e, args.seed, device, args.quiet)?;
+    let backbone = BackboneConfig::Vit(e.vit.clone());
     let specs = specs(args, &methods::names(), &backbone, true)?;
-    let weights = || Ok(petl_core::weights::read_safetensors(&weights_path)?);
-    let inputs = serde_json::json!({ "weights": file_identity(&weights_path)?, "data": "shapes world" });
-    let runner = Runner { backbone: &backbone, weights: &weights, inputs, device, quiet: args.quiet };
     let epochs = args.epochs.unwrap_or(e.epochs);
     let recipe = |m: &MethodSpec| {
         let cfg = embedded_recipe(m.entry.embedded_lr(), epochs, args.seed);
@@ -483,17 +545,25 @@ fn run_embedded(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec
             None => cfg,
         }
     };
-    let mut cells = vec![];
-    let mut columns = vec![];
-    for task in &tasks {
-        let group = task.group().map(|g| format!("{g:?}")).unwrap_or_else(|| "Other".into());
-        columns.push((task.name().to_string(), group.clone()));
-        let train = ShapesDataset::new(*task, e.train_n, e.vit.image_size, args.seed.wrapping_add(1));
-        let test = ShapesDataset::new(*task, e.test_n, e.vit.image_size, args.seed.wrapping_add(2));
-        let dir = out_dir(&args).join(task.name());
-        cells.extend(runner.task(&specs, &recipe, (&train, &test), &dir, (task.name(), &group))?);
-    }
-    Ok((cells, specs.iter().map(|m| m.label().to_string()).collect(), columns))
+    let columns: Vec<Column> = tasks
+        .iter()
+        .map(|task| Column {
+            task: task.name().to_string(),
+            group: task.group().map(|g| format!("{g:?}")).unwrap_or_else(|| "Other".into()),
+            train: Box::new(ShapesDataset::new(*task, e.train_n, e.vit.image_size, args.seed.wrapping_add(1))),
+            test: Box::new(ShapesDataset::new(*task, e.test_n, e.vit.image_size, args.seed.wrapping_add(2))),
+            images: vec![],
+            runs: specs.iter().map(|m| (m.clone(), recipe(m))).collect(),
+            dir: out_dir(args).join(task.name()),
+        })
+        .collect();
+    let weights_path = pretrained_vit(&e.vit, e.pretrain_n, e.pretrain_epochs, args.seed, device, args.quiet)?;
+    let weights = || Ok(petl_core::weights::read_safetensors(&weights_path)?);
+    let inputs = serde_json::json!({ "weights": file_identity(&weights_path)?, "data": "shapes world" });
+    let runner = Runner { backbone: &backbone, weights: &weights, inputs, device, quiet: args.quiet };
+    let cells = runner.table(&columns)?;
+    let (rows, columns) = layout(&columns);
+    Ok((cells, rows, columns))
 }
 
 /// The tasks of one benchmark named in `--tasks` (all of them when `--tasks` is empty).
@@ -504,71 +574,85 @@ fn selected<T: Copy + std::str::FromStr + PartialEq>(names: &[String], all: &[T]
     names.iter().filter_map(|n| n.parse::<T>().ok()).collect()
 }
 
-fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<String>, Vec<(String, String)>)> {
-    let backbone = BackboneConfig::preset(&args.backbone)?;
-    let Some(weights_path) = args.weights.clone() else {
-        bail!("real-data runs need --weights (e.g. ViT-B_16.npz): petl never trains from random weights silently");
-    };
-    let is_swin = matches!(backbone, BackboneConfig::Swin(_));
-    let weights = || load_backbone_weights(&weights_path, &backbone);
-    weights().with_context(|| format!("checking {}", weights_path.display()))?;
-    let root = |r: &Option<PathBuf>| r.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
-    let inputs = serde_json::json!({
-        "weights": file_identity(&weights_path)?, "vtab_root": root(&args.vtab_root), "fgvc_root": root(&args.fgvc_root),
-    });
-    let runner = Runner { backbone: &backbone, weights: &weights, inputs, device, quiet: args.quiet };
-    let size = backbone.image_size() as u32;
-    let epochs = args.epochs.unwrap_or(100);
-    let official = |lr: f64, wd: f64| arc::recipe::official(args.lr.unwrap_or(lr), wd, epochs, args.seed);
+/// The columns of the real-data table: every selected task of the roots given, its data
+/// opened and checked (list files, split files, labels, image files present).
+fn real_columns(args: &ReproduceArgs, backbone: &BackboneConfig) -> Result<Vec<Column>> {
     let unknown: Vec<&String> =
         args.tasks.iter().filter(|t| t.parse::<VtabTask>().is_err() && t.parse::<FgvcTask>().is_err()).collect();
     if !unknown.is_empty() {
         bail!("unknown task(s) {unknown:?}: VTAB folders (e.g. cifar, kitti) or FGVC names (e.g. CUB_200_2011)");
     }
-    let mut cells = vec![];
+    let size = backbone.image_size() as u32;
+    let epochs = args.epochs.unwrap_or(100);
+    let official = |lr: f64, wd: f64| arc::recipe::official(args.lr.unwrap_or(lr), wd, epochs, args.seed);
     let mut columns = vec![];
-    let mut methods_seen: Vec<String> = vec![];
     if let Some(root) = &args.vtab_root {
-        let methods = specs(args, &["arc"], &backbone, false)?;
-        let tasks = selected(&args.tasks, &VtabTask::ALL);
-        for task in tasks {
-            let group = format!("{:?}", task.group());
-            columns.push((task.folder().to_string(), group.clone()));
+        let methods = specs(args, &["arc"], backbone, false)?;
+        for task in selected(&args.tasks, &VtabTask::ALL) {
             let train = VtabDataset::open(root, task, VtabSplit::Train800Val200, Preprocess::vtab(size))?;
             let test = VtabDataset::open(root, task, VtabSplit::Test, Preprocess::vtab(size))?;
-            let (lr, wd) = if is_swin { arc::recipe::swin_vtab(task) } else { arc::recipe::VIT_VTAB };
-            let dir = out_dir(&args).join("vtab").join(task.folder());
-            cells.extend(runner.task(
-                &methods,
-                &|_| official(lr, wd),
-                (&train, &test),
-                &dir,
-                (task.folder(), &group),
-            )?);
+            let (lr, wd) = if matches!(backbone, BackboneConfig::Swin(_)) {
+                arc::recipe::swin_vtab(task)
+            } else {
+                arc::recipe::VIT_VTAB
+            };
+            columns.push(Column {
+                task: task.folder().to_string(),
+                group: format!("{:?}", task.group()),
+                images: [image_paths(&train), image_paths(&test)].concat(),
+                train: Box::new(train),
+                test: Box::new(test),
+                runs: methods.iter().map(|m| (m.clone(), official(lr, wd))).collect(),
+                dir: out_dir(args).join("vtab").join(task.folder()),
+            });
         }
-        methods_seen.extend(methods.iter().map(|s| s.label().to_string()));
     }
     if let Some(root) = &args.fgvc_root {
-        let methods = specs(args, &["arc-att"], &backbone, false)?;
-        let tasks = selected(&args.tasks, &FgvcTask::ALL);
-        for task in tasks {
-            columns.push((task.folder().to_string(), "FGVC".to_string()));
+        let methods = specs(args, &["arc-att"], backbone, false)?;
+        for task in selected(&args.tasks, &FgvcTask::ALL) {
             let train = FgvcDataset::open(root, task, FgvcSplit::Train, Preprocess::fgvc_train(size))?;
             let test = FgvcDataset::open(root, task, FgvcSplit::Test, Preprocess::fgvc_eval(size))?;
-            let dir = out_dir(&args).join("fgvc").join(task.folder());
-            cells.extend(runner.task(
-                &methods,
-                &|_| official(arc::recipe::FGVC.0, arc::recipe::FGVC.1),
-                (&train, &test),
-                &dir,
-                (task.folder(), "FGVC"),
-            )?);
+            columns.push(Column {
+                task: task.folder().to_string(),
+                group: "FGVC".to_string(),
+                images: [image_paths(&train), image_paths(&test)].concat(),
+                train: Box::new(train),
+                test: Box::new(test),
+                runs: methods.iter().map(|m| (m.clone(), official(arc::recipe::FGVC.0, arc::recipe::FGVC.1))).collect(),
+                dir: out_dir(args).join("fgvc").join(task.folder()),
+            });
         }
-        let new: Vec<String> =
-            methods.iter().map(|s| s.label().to_string()).filter(|m| !methods_seen.contains(m)).collect();
-        methods_seen.extend(new);
     }
-    Ok((cells, methods_seen, columns))
+    if columns.is_empty() {
+        bail!(
+            "--tasks {}: no task of the roots given (VTAB tasks need --vtab-root, FGVC tasks --fgvc-root)",
+            args.tasks.join(",")
+        );
+    }
+    Ok(columns)
+}
+
+/// The image files of a file dataset, in sample order.
+fn image_paths<T: petl_core::data::FileTask>(data: &petl_core::data::FileDataset<T>) -> Vec<PathBuf> {
+    data.samples().iter().map(|(path, _)| path.clone()).collect()
+}
+
+fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<String>, Vec<(String, String)>)> {
+    let backbone = BackboneConfig::preset(&args.backbone)?;
+    let Some(weights_path) = args.weights.clone() else {
+        bail!("real-data runs need --weights (e.g. ViT-B_16.npz): petl never trains from random weights silently");
+    };
+    let weights = || load_backbone_weights(&weights_path, &backbone);
+    weights()?;
+    let columns = real_columns(args, &backbone)?;
+    let root = |r: &Option<PathBuf>| r.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    let inputs = serde_json::json!({
+        "weights": file_identity(&weights_path)?, "vtab_root": root(&args.vtab_root), "fgvc_root": root(&args.fgvc_root),
+    });
+    let runner = Runner { backbone: &backbone, weights: &weights, inputs, device, quiet: args.quiet };
+    let cells = runner.table(&columns)?;
+    let (rows, columns) = layout(&columns);
+    Ok((cells, rows, columns))
 }
 
 /// The output folder (`--out`, set by [`run`] to the paper's default when absent).

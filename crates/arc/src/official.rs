@@ -28,11 +28,19 @@ pub struct OfficialShapes {
     pub num_classes: usize,
 }
 
-fn shape(src: &TensorMap, key: &str) -> petl_core::Result<Vec<usize>> {
-    src.tensors.get(key).map(|t| t.shape.clone()).ok_or_else(|| Error::Weights {
+/// The shape of `key`, which must have `rank` dimensions, none of them zero.
+fn shape(src: &TensorMap, key: &str, rank: usize) -> petl_core::Result<Vec<usize>> {
+    let shape = src.tensors.get(key).map(|t| t.shape.clone()).ok_or_else(|| Error::Weights {
         source_name: src.source.clone(),
         msg: format!("missing key `{key}`: not an official ARC ViT state dict"),
-    })
+    })?;
+    if shape.len() != rank || shape.contains(&0) {
+        return Err(Error::Weights {
+            source_name: src.source.clone(),
+            msg: format!("`{key}` has shape {shape:?}; the official layout has {rank} non-zero dimensions"),
+        });
+    }
+    Ok(shape)
 }
 
 /// Reads the model's dimensions off the tensor shapes.
@@ -40,15 +48,15 @@ fn shape(src: &TensorMap, key: &str) -> petl_core::Result<Vec<usize>> {
 /// # Errors
 /// A key the official layout always has is missing.
 pub fn inspect(src: &TensorMap) -> petl_core::Result<OfficialShapes> {
-    let patch = shape(src, "embedding.projective.weight")?;
-    let pos = shape(src, "embedding.position_embedding")?;
-    let down = shape(src, "transformer.att_down_projection")?;
-    let fc1 = shape(src, "transformer.layer.0.mlp.fc1.weight")?;
-    let head = shape(src, "head_mlp.head.weight")?;
+    let patch = shape(src, "embedding.projective.weight", 4)?;
+    let pos = shape(src, "embedding.position_embedding", 3)?;
+    let down = shape(src, "transformer.att_down_projection", 2)?;
+    let fc1 = shape(src, "transformer.layer.0.mlp.fc1.weight", 2)?;
+    let head = shape(src, "head_mlp.head.weight", 2)?;
     let num_layers = (0..)
         .take_while(|i| src.tensors.contains_key(&format!("transformer.layer.{i}.attention.query.weight")))
         .count();
-    let grid = ((pos[1] - 1) as f64).sqrt().round() as usize;
+    let grid = ((pos[1].saturating_sub(1)) as f64).sqrt().round() as usize;
     Ok(OfficialShapes {
         hidden_size: patch[0],
         num_layers,
@@ -88,14 +96,27 @@ impl OfficialShapes {
 pub fn rename(mut src: TensorMap) -> petl_core::Result<TensorMap> {
     let info = inspect(&src)?;
     let mut dst = TensorMap::new(src.source.clone());
-    let t = |h: HostTensor| h.t();
-    let same = |h: HostTensor| h;
-    let mut mv =
-        |src: &mut TensorMap, from: &str, to: &str, f: &dyn Fn(HostTensor) -> HostTensor| -> petl_core::Result<()> {
-            let v = src.take(from)?;
-            dst.insert(to, f(v));
-            Ok(())
-        };
+    let source = src.source.clone();
+    // A torch Linear weight, transposed (2-D only: anything else is named, not a panic).
+    let t = |h: HostTensor, key: &str| -> petl_core::Result<HostTensor> {
+        if h.shape.len() != 2 {
+            return Err(Error::Weights {
+                source_name: source.clone(),
+                msg: format!("`{key}` has shape {:?}; a Linear weight has 2 dimensions", h.shape),
+            });
+        }
+        Ok(h.t())
+    };
+    let same = |h: HostTensor, _: &str| -> petl_core::Result<HostTensor> { Ok(h) };
+    let mut mv = |src: &mut TensorMap,
+                  from: &str,
+                  to: &str,
+                  f: &dyn Fn(HostTensor, &str) -> petl_core::Result<HostTensor>|
+     -> petl_core::Result<()> {
+        let v = src.take(from)?;
+        dst.insert(to, f(v, from)?);
+        Ok(())
+    };
     let vit = "backbone.Vit";
     mv(&mut src, "embedding.cls", &format!("{vit}.cls_token"), &same)?;
     mv(&mut src, "embedding.position_embedding", &format!("{vit}.pos_embed"), &same)?;

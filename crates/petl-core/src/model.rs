@@ -15,6 +15,11 @@ use crate::swin::{Swin, SwinConfig};
 use crate::vit::{Vit, VitConfig};
 use crate::weights::{LoadReport, TensorMap, apply, collect};
 
+/// The largest value any one size of a backbone config may take (image side, patch, width,
+/// depth, heads): larger is no real model, and the bound keeps parameter counts of configs read
+/// from files far from overflowing.
+pub const MAX_DIM: usize = 1 << 16;
+
 /// Configuration of an image backbone, tagged by family (`{"vit": {...}}` in JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

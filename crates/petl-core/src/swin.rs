@@ -117,6 +117,22 @@ impl SwinConfig {
     /// divide the width, even resolutions before every PatchMerging, windows tile each stage.
     pub fn validate(&self) -> crate::Result<()> {
         let err = |msg: String| Err(crate::Error::Config(msg));
+        let sizes = [
+            ("image_size", self.image_size),
+            ("patch_size", self.patch_size),
+            ("embed_dim", self.embed_dim),
+            ("window_size", self.window_size),
+            ("mlp_ratio", self.mlp_ratio),
+            ("in_channels", self.in_channels),
+        ];
+        let per_stage = self.depths.iter().chain(&self.num_heads).map(|&v| ("depths/num_heads", v));
+        if let Some((name, v)) = sizes.into_iter().chain(per_stage).find(|(_, v)| *v > crate::model::MAX_DIM) {
+            return err(format!("{name} {v} is larger than {}: not a real model", crate::model::MAX_DIM));
+        }
+        // Stage s has width embed_dim · 2^s: more stages than that doubling allows is no model.
+        if self.depths.len() > 8 || self.depths.iter().sum::<usize>() > 1 << 10 {
+            return err(format!("depths {:?}: at most 8 stages of 1024 blocks in all", self.depths));
+        }
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
             return err(format!("image_size {} is not a multiple of patch_size {}", self.image_size, self.patch_size));
         }

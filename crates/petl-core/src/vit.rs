@@ -160,9 +160,26 @@ impl VitConfig {
         self.grid() * self.grid() + 1
     }
 
-    /// Checks sizes (non-zero), divisibility, and that the model fits in memory at all (at most
-    /// 2^34 parameters: a corrupt or hostile config must not ask for terabytes).
+    /// Checks sizes (non-zero, and each within [`crate::model::MAX_DIM`] so that counting cannot
+    /// overflow), divisibility, and that the model fits in memory at all (at most 2^34
+    /// parameters: a corrupt or hostile config must not ask for terabytes).
     pub fn validate(&self) -> crate::Result<()> {
+        for (name, v) in [
+            ("image_size", self.image_size),
+            ("patch_size", self.patch_size),
+            ("hidden_size", self.hidden_size),
+            ("num_layers", self.num_layers),
+            ("num_heads", self.num_heads),
+            ("mlp_dim", self.mlp_dim),
+            ("in_channels", self.in_channels),
+        ] {
+            if v > crate::model::MAX_DIM {
+                return Err(crate::Error::Config(format!(
+                    "{name} {v} is larger than {}: not a real model",
+                    crate::model::MAX_DIM
+                )));
+            }
+        }
         for (name, v) in [
             ("image_size", self.image_size),
             ("hidden_size", self.hidden_size),

@@ -193,7 +193,7 @@ impl FileDataset<FgvcTask> {
     /// - [`Error::Format`] naming the task folder if it does not exist.
     /// - [`Error::Io`] naming a split file that cannot be read.
     /// - [`Error::Format`] naming the split file (and key) for invalid JSON, a non-object, a
-    ///   non-integer id, more distinct ids than `K`, or a missing image.
+    ///   non-integer id, more distinct ids than `K`, a missing image, or no sample at all.
     /// - [`Error::Format`] naming both files if the id sets of `train.json` and `test.json`
     ///   differ, or `val.json` has an id absent from `train.json`.
     pub fn open(root: &Path, task: FgvcTask, split: FgvcSplit, preprocess: Preprocess) -> Result<Self> {
@@ -258,6 +258,9 @@ impl FileDataset<FgvcTask> {
                 return Err(Error::format(&this_file, format!("key \"{key}\": image {} not found", path.display())));
             }
             samples.push((path, label));
+        }
+        if samples.is_empty() {
+            return Err(Error::format(&this_file, "no samples: the split maps no image to a class id"));
         }
         Ok(FileDataset::new(task, preprocess, samples))
     }
@@ -362,7 +365,12 @@ mod tests {
             let err = open(root.path(), FgvcSplit::Train).unwrap_err().to_string();
             assert!(err.contains(file) && err.contains(needle), "{err}");
         }
+        let root = setup("{}", "{}", "{}");
+        let err = open(root.path(), FgvcSplit::Train).unwrap_err().to_string();
+        assert!(err.contains("train.json: no samples"), "{err}");
         let root = setup(TRAIN, "{}", TEST);
+        let err = open(root.path(), FgvcSplit::Val).unwrap_err().to_string();
+        assert!(err.contains("val.json: no samples"), "{err}");
         std::fs::remove_file(root.path().join("OxfordFlowers/val.json")).unwrap();
         let err = open(root.path(), FgvcSplit::Val).unwrap_err().to_string();
         assert!(err.contains("val.json"), "{err}");

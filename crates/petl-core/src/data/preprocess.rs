@@ -10,7 +10,7 @@
 //! next to sharp edges where the bicubic undershoots). Rounding still differs from PIL's fixed
 //! point, so parity is checked with a tolerance of 2/255.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use image::imageops::{self, FilterType};
 use image::{ImageReader, RgbImage};
@@ -175,21 +175,56 @@ fn fgvc_resize(size: u32) -> u32 {
     ((u64::from(size) * 256 + 112) / 224) as u32
 }
 
+/// Largest side of a decoded image: a header claiming more is refused before any pixel buffer
+/// exists (a 48 KB 1-bit PNG can claim 20000 × 20000).
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Largest pixel count of a decoded image (2^24: 4096 × 4096).
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 24;
+
 /// Decodes an image file (format guessed from its content) and converts any mode to RGB8.
+/// Images whose header claims more than [`MAX_IMAGE_SIDE`] per side or [`MAX_IMAGE_PIXELS`]
+/// pixels are refused before decoding (image bombs).
 ///
 /// # Errors
-/// [`Error::Io`] if the file cannot be opened, [`Error::Image`] if it cannot be decoded or is
-/// empty; both name `path`.
+/// [`Error::Io`] if the file cannot be opened, [`Error::Image`] if it cannot be decoded, is
+/// empty or too large; both name `path`.
 pub fn decode_rgb(path: &Path) -> Result<RgbImage> {
-    let reader = ImageReader::open(path)
+    use image::ImageDecoder as _;
+    let mut reader = ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    let img = reader.decode().map_err(|e| Error::Image { path: path.to_path_buf(), msg: e.to_string() })?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(256 << 20);
+    reader.limits(limits);
+    let image_err = |e: image::ImageError| Error::Image { path: path.to_path_buf(), msg: e.to_string() };
+    let decoder = reader.into_decoder().map_err(image_err)?;
+    let (w, h) = decoder.dimensions();
+    if u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
+        return Err(Error::Image {
+            path: path.to_path_buf(),
+            msg: format!("{w} x {h} pixels, more than the {MAX_IMAGE_PIXELS} decoded (an image bomb?)"),
+        });
+    }
+    let img = image::DynamicImage::from_decoder(decoder).map_err(image_err)?;
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::Image { path: path.to_path_buf(), msg: "the image is empty".into() });
     }
     Ok(img.to_rgb8())
+}
+
+/// Decodes every image of `paths` (in parallel) and returns the first failure in list order, so
+/// that a data set whose files cannot all be read is refused before a run writes anything, not
+/// in the middle of training.
+///
+/// # Errors
+/// The first path (in order) that [`decode_rgb`] refuses, named.
+pub fn check_images(paths: &[PathBuf]) -> Result<()> {
+    use rayon::prelude::*;
+    let failures: Vec<Error> = paths.par_iter().filter_map(|p| decode_rgb(p).err()).collect();
+    failures.into_iter().next().map_or(Ok(()), Err)
 }
 
 /// The geometric part of `pre`: resize, crop and flip, giving a `size × size` RGB image.

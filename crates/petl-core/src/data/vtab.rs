@@ -1,8 +1,9 @@
 //! VTAB-1k (the list files of the NOAH/ARC releases): `<root>/<task>/{train800,val200,train800val200,test}.txt`, one
 //! `<relative_image_path> <label>` per line, paths relative to `<root>/<task>/`.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -153,15 +154,17 @@ impl FileTask for VtabTask {
 
 impl FileDataset<VtabTask> {
     /// Reads and checks `<root>/<task>/<split file>`: every non-blank line has exactly two
-    /// whitespace-separated fields, the label is an integer in `0..K`, and the image exists.
+    /// whitespace-separated fields, the label is an integer in `0..K`, the image exists and is
+    /// listed once, and there is at least one sample.
     /// Sample order is line order.
     ///
     /// # Errors
     /// - [`Error::Config`] if `preprocess` is invalid.
     /// - [`Error::Format`] naming the task folder if it does not exist.
     /// - [`Error::Io`] naming the list file if it cannot be read.
-    /// - [`Error::Format`] naming the list file and line for a malformed line, a bad or
-    ///   out-of-range label, or a missing image (the image path is in the message).
+    /// - [`Error::Format`] naming the list file and line for a line that is not UTF-8, a
+    ///   malformed line, a bad or out-of-range label, a missing image (the image path is in the
+    ///   message) or an image listed twice; naming the list file if it lists no sample.
     pub fn open(root: &Path, task: VtabTask, split: VtabSplit, preprocess: Preprocess) -> Result<Self> {
         preprocess.validate()?;
         let dir = root.join(task.folder());
@@ -172,11 +175,13 @@ impl FileDataset<VtabTask> {
             ));
         }
         let list = dir.join(split.file_name());
-        let text = std::fs::read_to_string(&list).map_err(|e| Error::io(&list, e))?;
+        let bytes = std::fs::read(&list).map_err(|e| Error::io(&list, e))?;
         let k = task.num_classes();
         let mut samples = Vec::new();
-        for (i, line) in text.lines().enumerate() {
+        let mut first_line: HashMap<PathBuf, usize> = HashMap::new();
+        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
             let at = |msg: String| Error::format(&list, format!("line {}: {msg}", i + 1));
+            let line = std::str::from_utf8(line).map_err(|e| at(format!("not UTF-8 text ({e})")))?;
             let fields: Vec<&str> = line.split_whitespace().collect();
             let (rel, label) = match fields[..] {
                 [] => continue,
@@ -197,7 +202,13 @@ impl FileDataset<VtabTask> {
             if !path.is_file() {
                 return Err(at(format!("image {} not found", path.display())));
             }
+            if let Some(first) = first_line.insert(path.clone(), i + 1) {
+                return Err(at(format!("image '{rel}' is listed again (first on line {first})")));
+            }
             samples.push((path, label));
+        }
+        if samples.is_empty() {
+            return Err(Error::format(&list, "no samples: the list has no `<image path> <label>` line"));
         }
         Ok(FileDataset::new(task, preprocess, samples))
     }
@@ -285,8 +296,18 @@ mod tests {
         assert!(err.contains("train800.txt: line 2:") && err.contains("3 fields"), "{err}");
         let err = open_err(&format!("{ok}images/train/000000.png\n"));
         assert!(err.contains("train800.txt: line 2:") && err.contains("1 fields"), "{err}");
-        let err = open_err(&format!("{ok}{ok}images/train/000000.png x1\n"));
+        let err = open_err(&format!("{ok}images/train/000001.jpg 2\nimages/train/000000.png x1\n"));
         assert!(err.contains("train800.txt: line 3:") && err.contains("'x1'"), "{err}");
+        let err = open_err(&format!("{ok}images/train/000001.jpg 2\nimages/train/./000000.png 1\n"));
+        assert!(err.contains("train800.txt: line 3:") && err.contains("first on line 1"), "{err}");
+        let root = setup("");
+        std::fs::write(root.path().join("cifar/train800.txt"), b"images/train/000000.png 1\ncaf\xe9.png 1\n").unwrap();
+        let err = VtabDataset::open(root.path(), VtabTask::Cifar, VtabSplit::Train800, Preprocess::vtab(8))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train800.txt: line 2: not UTF-8"), "{err}");
+        let err = open_err("\n  \n");
+        assert!(err.contains("train800.txt: no samples"), "{err}");
         let err = open_err(&format!("{ok}images/train/000000.png -1\n"));
         assert!(err.contains("train800.txt: line 2:") && err.contains("'-1'"), "{err}");
         let err = open_err(&format!("{ok}images/train/000000.png 100\n"));

@@ -7,25 +7,49 @@
 use super::{HostTensor, TensorMap};
 use crate::Result;
 
+/// A tensor transform of a renaming step; `Err` says why the tensor's shape does not allow it.
+type Transformed = std::result::Result<HostTensor, String>;
+
+/// An error naming the source file and the checkpoint's key `key`.
+fn misshaped(source: &str, key: &str, why: String) -> crate::Error {
+    crate::Error::Weights { source_name: source.to_string(), msg: format!("`{key}`: {why}") }
+}
+
 fn rename(
     src: &mut TensorMap,
     dst: &mut TensorMap,
     from: &str,
     to: &str,
-    f: impl FnOnce(HostTensor) -> HostTensor,
+    f: impl FnOnce(HostTensor) -> Transformed,
 ) -> Result<()> {
     let t = src.take(from)?;
-    dst.insert(to, f(t));
+    dst.insert(to, f(t).map_err(|why| misshaped(&src.source, from, why))?);
     Ok(())
 }
 
-fn keep(t: HostTensor) -> HostTensor {
-    t
+fn keep(t: HostTensor) -> Transformed {
+    Ok(t)
+}
+
+/// A torch `[out, in]` matrix → ours (`[in, out]`).
+fn transposed(t: HostTensor) -> Transformed {
+    match t.shape[..] {
+        [_, _] => Ok(t.t()),
+        _ => Err(format!("shape {:?}, expected a matrix", t.shape)),
+    }
+}
+
+/// A `[rows, cols]` table as `[1, rows, cols]` (a position table given its batch axis).
+fn batched_table(t: HostTensor) -> Transformed {
+    match t.shape[..] {
+        [rows, cols] => Ok(t.reshape(vec![1, rows, cols])),
+        _ => Err(format!("shape {:?}, expected [tokens, width]", t.shape)),
+    }
 }
 
 /// A torch `Linear` (`[out, in]` weight, bias) → ours (`[in, out]`).
 fn linear(src: &mut TensorMap, dst: &mut TensorMap, theirs: &str, ours: &str) -> Result<()> {
-    rename(src, dst, &format!("{theirs}.weight"), &format!("{ours}.weight"), |t| t.t())?;
+    rename(src, dst, &format!("{theirs}.weight"), &format!("{ours}.weight"), transposed)?;
     rename(src, dst, &format!("{theirs}.bias"), &format!("{ours}.bias"), keep)
 }
 
@@ -43,7 +67,13 @@ fn norm(src: &mut TensorMap, dst: &mut TensorMap, theirs: &str, ours: &str) -> R
 fn split_qkv(src: &mut TensorMap, dst: &mut TensorMap, weight: &str, bias: &str, block: &str) -> Result<()> {
     let w = src.take(weight)?;
     let c = src.take(bias)?;
-    let d = w.shape[1];
+    let d = match w.shape[..] {
+        [rows, d] if rows == 3 * d => d,
+        _ => return Err(misshaped(&src.source, weight, format!("shape {:?}, expected [3 D, D]", w.shape))),
+    };
+    if c.shape != [3 * d] {
+        return Err(misshaped(&src.source, bias, format!("shape {:?}, expected [{}]", c.shape, 3 * d)));
+    }
     for (j, name) in ["query", "key", "value"].iter().enumerate() {
         dst.insert(format!("{block}.{name}.weight"), w.rows(j * d, (j + 1) * d).t());
         dst.insert(format!("{block}.{name}.bias"), c.rows(j * d, (j + 1) * d));
@@ -70,13 +100,37 @@ fn count_blocks(map: &TensorMap, prefix: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// A Flax conv kernel `[kh, kw, in, out]` → torch/Burn `[out, in, kh, kw]`.
+fn flax_conv(t: HostTensor) -> Transformed {
+    match t.shape.len() {
+        4 => Ok(t.permute(&[3, 2, 0, 1])),
+        _ => Err(format!("shape {:?}, expected [patch, patch, channels, D]", t.shape)),
+    }
+}
+
+/// A Flax query/key/value kernel `[D, heads, D / heads]` → `[D, D]` (`[in, out]`).
+fn flax_qkv(t: HostTensor) -> Transformed {
+    match t.shape[..] {
+        [d, heads, head_dim] if heads * head_dim == d => Ok(t.reshape(vec![d, d])),
+        _ => Err(format!("shape {:?}, expected [D, heads, D / heads]", t.shape)),
+    }
+}
+
+/// A Flax attention output kernel `[heads, D / heads, D]` → `[D, D]` (`[in, out]`).
+fn flax_out(t: HostTensor) -> Transformed {
+    match t.shape[..] {
+        [heads, head_dim, d] if heads * head_dim == d => Ok(t.reshape(vec![d, d])),
+        _ => Err(format!("shape {:?}, expected [heads, D / heads, D]", t.shape)),
+    }
+}
+
 /// Google ViT `.npz` (IN-21k release; AugReg files share the layout) → [`crate::vit::Vit`]
 /// paths. The names follow `big_vision`/`vit_jax` checkpoints as timm's `_load_weights` reads them;
 /// `head/*` and `pre_logits/*` are dropped.
 pub fn vit_google_npz(mut src: TensorMap) -> Result<TensorMap> {
     let mut dst = TensorMap::new(src.source.clone());
     let layers = count_blocks(&src, "Transformer/encoderblock_");
-    rename(&mut src, &mut dst, "embedding/kernel", "patch_embed.weight", |t| t.permute(&[3, 2, 0, 1]))?;
+    rename(&mut src, &mut dst, "embedding/kernel", "patch_embed.weight", flax_conv)?;
     rename(&mut src, &mut dst, "embedding/bias", "patch_embed.bias", keep)?;
     rename(&mut src, &mut dst, "cls", "cls_token", keep)?;
     rename(&mut src, &mut dst, "Transformer/posembed_input/pos_embedding", "pos_embed", keep)?;
@@ -91,19 +145,13 @@ pub fn vit_google_npz(mut src: TensorMap) -> Result<TensorMap> {
             rename(&mut src, &mut dst, &format!("{e}/{ln}/bias"), &format!("{b}.{ours}.beta"), keep)?;
         }
         for (theirs, ours) in [("query", "query"), ("key", "key"), ("value", "value")] {
-            rename(&mut src, &mut dst, &format!("{attn}/{theirs}/kernel"), &format!("{b}.{ours}.weight"), |t| {
-                let d = t.shape[0];
-                t.reshape(vec![d, d])
-            })?;
+            rename(&mut src, &mut dst, &format!("{attn}/{theirs}/kernel"), &format!("{b}.{ours}.weight"), flax_qkv)?;
             rename(&mut src, &mut dst, &format!("{attn}/{theirs}/bias"), &format!("{b}.{ours}.bias"), |t| {
                 let n = t.data.len();
-                t.reshape(vec![n])
+                Ok(t.reshape(vec![n]))
             })?;
         }
-        rename(&mut src, &mut dst, &format!("{attn}/out/kernel"), &format!("{b}.proj.weight"), |t| {
-            let d = t.shape[2];
-            t.reshape(vec![d, d])
-        })?;
+        rename(&mut src, &mut dst, &format!("{attn}/out/kernel"), &format!("{b}.proj.weight"), flax_out)?;
         rename(&mut src, &mut dst, &format!("{attn}/out/bias"), &format!("{b}.proj.bias"), keep)?;
         for (dense, ours) in [("Dense_0", "fc1"), ("Dense_1", "fc2")] {
             rename(&mut src, &mut dst, &format!("{e}/MlpBlock_3/{dense}/kernel"), &format!("{b}.{ours}.weight"), keep)?;
@@ -133,7 +181,7 @@ pub fn vit_timm(mut src: TensorMap) -> Result<TensorMap> {
         }
         split_qkv(&mut src, &mut dst, &format!("{b}.attn.qkv.weight"), &format!("{b}.attn.qkv.bias"), &b)?;
         for (theirs, ours) in [("attn.proj", "proj"), ("mlp.fc1", "fc1"), ("mlp.fc2", "fc2")] {
-            rename(&mut src, &mut dst, &format!("{b}.{theirs}.weight"), &format!("{b}.{ours}.weight"), |t| t.t())?;
+            rename(&mut src, &mut dst, &format!("{b}.{theirs}.weight"), &format!("{b}.{ours}.weight"), transposed)?;
             rename(&mut src, &mut dst, &format!("{b}.{theirs}.bias"), &format!("{b}.{ours}.bias"), keep)?;
         }
     }
@@ -173,7 +221,7 @@ pub fn swin_timm(mut src: TensorMap) -> Result<TensorMap> {
                 rename(&mut src, &mut dst, &format!("{e}.{ln}.bias"), &format!("{b}.{ln}.beta"), keep)?;
             }
             for (theirs, ours) in [("attn.qkv", "qkv"), ("attn.proj", "proj"), ("mlp.fc1", "fc1"), ("mlp.fc2", "fc2")] {
-                rename(&mut src, &mut dst, &format!("{e}.{theirs}.weight"), &format!("{b}.{ours}.weight"), |t| t.t())?;
+                rename(&mut src, &mut dst, &format!("{e}.{theirs}.weight"), &format!("{b}.{ours}.weight"), transposed)?;
                 rename(&mut src, &mut dst, &format!("{e}.{theirs}.bias"), &format!("{b}.{ours}.bias"), keep)?;
             }
             rename(
@@ -189,7 +237,7 @@ pub fn swin_timm(mut src: TensorMap) -> Result<TensorMap> {
             let b = format!("stages.{s}.downsample");
             rename(&mut src, &mut dst, &format!("{e}.norm.weight"), &format!("{b}.norm.gamma"), keep)?;
             rename(&mut src, &mut dst, &format!("{e}.norm.bias"), &format!("{b}.norm.beta"), keep)?;
-            rename(&mut src, &mut dst, &format!("{e}.reduction.weight"), &format!("{b}.reduction.weight"), |t| t.t())?;
+            rename(&mut src, &mut dst, &format!("{e}.reduction.weight"), &format!("{b}.reduction.weight"), transposed)?;
         }
     }
     leftovers(src, &mut dst, |k| {
@@ -266,12 +314,9 @@ pub fn clip_vision_hf(src: TensorMap) -> Result<TensorMap> {
     rename(&mut src, &mut dst, "embeddings.patch_embedding.weight", "patch_embed.weight", keep)?;
     rename(&mut src, &mut dst, "embeddings.class_embedding", "cls_token", |t| {
         let d = t.data.len();
-        t.reshape(vec![1, 1, d])
+        Ok(t.reshape(vec![1, 1, d]))
     })?;
-    rename(&mut src, &mut dst, "embeddings.position_embedding.weight", "pos_embed", |t| {
-        let shape = vec![1, t.shape[0], t.shape[1]];
-        t.reshape(shape)
-    })?;
+    rename(&mut src, &mut dst, "embeddings.position_embedding.weight", "pos_embed", batched_table)?;
     norm(&mut src, &mut dst, "pre_layrnorm", "pre_norm")?;
     norm(&mut src, &mut dst, "post_layernorm", "norm")?;
     for i in 0..count_blocks(&src, "encoder.layers.") {
@@ -362,16 +407,22 @@ pub fn clip_visual_openai(mut src: TensorMap, grid: Option<usize>) -> Result<Ten
     rename(&mut src, &mut dst, "conv1.weight", "patch_embed.weight", keep)?;
     rename(&mut src, &mut dst, "class_embedding", "cls_token", |t| {
         let d = t.data.len();
-        t.reshape(vec![1, 1, d])
+        Ok(t.reshape(vec![1, 1, d]))
     })?;
     let table = src.take("positional_embedding")?;
+    if table.shape.len() != 2 {
+        return Err(misshaped(
+            &src.source,
+            "positional_embedding",
+            format!("shape {:?}, expected [tokens, D]", table.shape),
+        ));
+    }
     let table = match grid {
         Some(g) if (g * g + 1) != table.shape[0] => crate::meter::resize_position_table(&table, g)
             .map_err(|e| crate::Error::format(&src.source, format!("`positional_embedding`: {e}")))?,
         _ => table,
     };
-    let shape = vec![1, table.shape[0], table.shape[1]];
-    dst.insert("pos_embed", table.reshape(shape));
+    dst.insert("pos_embed", batched_table(table).map_err(|why| misshaped(&src.source, "positional_embedding", why))?);
     norm(&mut src, &mut dst, "ln_pre", "pre_norm")?;
     norm(&mut src, &mut dst, "ln_post", "norm")?;
     for i in 0..count_blocks(&src, "transformer.resblocks.") {
@@ -474,14 +525,14 @@ pub fn meter_official(src: TensorMap, grid: usize, modality_types: usize) -> Res
 
 /// A `[rows, D]` table grown to `rows_wanted` rows by repeating its last row (no change when it
 /// already has as many).
-fn grow_rows(t: HostTensor, rows_wanted: usize) -> HostTensor {
-    let (rows, d) = (t.shape[0], t.shape[1]);
+fn grow_rows(t: HostTensor, rows_wanted: usize) -> Transformed {
+    let [rows, d] = t.shape[..] else { return Err(format!("shape {:?}, expected [rows, D]", t.shape)) };
     if rows_wanted <= rows || rows == 0 {
-        return t;
+        return Ok(t);
     }
     let mut data = t.data.clone();
     for _ in rows..rows_wanted {
         data.extend_from_slice(&t.data[(rows - 1) * d..rows * d]);
     }
-    HostTensor::new(vec![rows_wanted, d], data)
+    Ok(HostTensor::new(vec![rows_wanted, d], data))
 }

@@ -391,8 +391,10 @@ pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
     }
     drop(file);
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::format(path, format!("not a valid safetensors file (truncated or corrupt?): {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+        let which = safetensors_culprit(&bytes).map(|t| format!(" (tensor `{t}`)")).unwrap_or_default();
+        Error::format(path, format!("not a valid safetensors file (truncated or corrupt?){which}: {e}"))
+    })?;
     let mut map = TensorMap::new(path.display().to_string());
     for (name, view) in st.tensors() {
         let dtype = match view.dtype() {
@@ -408,6 +410,31 @@ pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
         map.insert(name, HostTensor::new(view.shape().to_vec(), data));
     }
     Ok(map)
+}
+
+/// The first tensor (in header order) whose shape × dtype size differs from its byte range: what
+/// the safetensors crate's "invalid shape, data type, or offset" is about, by name.
+fn safetensors_culprit(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    for (name, info) in header.as_object()? {
+        if name == "__metadata__" {
+            continue;
+        }
+        let size = match info["dtype"].as_str()? {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            _ => 1,
+        };
+        let elements = info["shape"].as_array()?.iter().try_fold(1u128, |acc, d| Some(acc * u128::from(d.as_u64()?)));
+        let offsets = info["data_offsets"].as_array()?;
+        let (begin, end) = (offsets.first()?.as_u64()?, offsets.get(1)?.as_u64()?);
+        if elements.map(|e| e * size) != Some(u128::from(end.saturating_sub(begin))) || end < begin {
+            return Some(name.clone());
+        }
+    }
+    None
 }
 
 /// Reads a PyTorch `.pth`/`.pt` state dict or a PyTorch Lightning `.ckpt`. A checkpoint that
