@@ -4,21 +4,8 @@
 
 mod common;
 use burn::prelude::*;
-use common::trainer;
+use common::{model, trainer};
 use petl_core::data::shapes::{ShapesDataset, ShapesTask};
-use petl_core::model::{BackboneConfig, Classifier, HeadInit, init_head};
-use petl_core::tuners::LoraConfig;
-use petl_core::vit::VitConfig;
-
-fn model(device: &Device) -> Classifier<petl_core::tuners::Lora> {
-    let backbone = BackboneConfig::Vit(VitConfig::new(16, 4, 32, 2, 2, 64));
-    let layout = backbone.layout();
-    Classifier {
-        backbone: backbone.init(device).no_grad(),
-        tuner: LoraConfig::new().with_rank(2).init(&layout, device),
-        head: init_head(32, 5, HeadInit::Zeros, device),
-    }
-}
 
 /// Same seed and config: byte-identical checkpoints and identical metric logs; another seed:
 /// different ones (flex backend, any thread count: the kernels' reductions are fixed-order).
