@@ -41,9 +41,19 @@ pub struct PredictArgs {
     /// Pretrained backbone weights for adapter-only checkpoints.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Folder of images (sorted by name; VTAB preprocessing at the model's size).
+    /// Folder of images (sorted by name; VTAB preprocessing at the model's size). `predict apt`:
+    /// a file of image paths, one line per sample (two, tab-separated, for NLVR2).
     #[arg(long, conflicts_with = "input")]
     pub images: Option<PathBuf>,
+    /// APT: a file of texts, one per line (with `--images` and `--tokenizer`).
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// APT: the checkpoint's tokenizer.json for `--text`.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// APT: ViLT's shorter side / METER's resolution for `--images` (384).
+    #[arg(long)]
+    pub resolution: Option<u32>,
     /// Preprocessed float32 tensor `[N, 3, H, W]` (`.npy`).
     #[arg(long)]
     pub input: Option<PathBuf>,
@@ -221,8 +231,17 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if args.method == "apt" {
         return crate::predict_apt::run(args);
     }
-    if args.task.is_some() || args.variant.is_some() || args.input_ids.is_some() || args.pixels.is_some() {
-        bail!("--task, --variant, --input-ids and --pixels are options of `predict apt`");
+    if args.task.is_some()
+        || args.variant.is_some()
+        || args.input_ids.is_some()
+        || args.pixels.is_some()
+        || args.text.is_some()
+        || args.tokenizer.is_some()
+        || args.resolution.is_some()
+    {
+        bail!(
+            "--task, --variant, --input-ids, --pixels, --text, --tokenizer and --resolution are options of `predict apt`"
+        );
     }
     let device = petl_core::device::device_from_name(&args.backend)?;
     let ext = args.checkpoint.extension().and_then(|e| e.to_str()).unwrap_or("");

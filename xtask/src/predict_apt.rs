@@ -20,8 +20,10 @@
 //!   A retrieval model without a trained `rank_output` scores with the pretrained ITM head's
 //!   "match" row, as fine-tuning starts.
 //!
-//! Raw inputs (texts, image files) need the tokenizer and the backbone's image pipeline; they are
-//! not read here yet.
+//! - Or raw inputs: `--text FILE` (one text per line), `--images FILE` (one image path per line,
+//!   two tab-separated for NLVR2, relative to the list's folder) and `--tokenizer tokenizer.json`:
+//!   tokenised with truncation as the official code (ViLT's texts get its prefix), images through
+//!   the backbone's view (`petl_core::data::vl_views`) at `--resolution` (384).
 
 use std::path::Path;
 
@@ -90,14 +92,17 @@ fn agree(key: &str, given: Option<usize>, file: usize, ckpt: &Path) -> Result<()
 
 /// Entry point of `predict apt`.
 pub fn run(args: PredictArgs) -> Result<()> {
-    if args.images.is_some() || args.input.is_some() {
-        bail!(
-            "predict apt reads preprocessed inputs: --input-ids IDS.npy (int64 [N, T]) and --pixels X.npy (float32 \
-             [N, 3, H, W], [N, 2, 3, H, W] for NLVR2); raw texts and image files are not read yet"
-        );
+    if args.input.is_some() {
+        bail!("predict apt: --input is ARC's; give --input-ids and --pixels, or --text and --images");
     }
-    let ids_path = args.input_ids.as_ref().context("predict apt needs --input-ids IDS.npy")?;
-    let pixels_path = args.pixels.as_ref().context("predict apt needs --pixels X.npy")?;
+    let raw = match (&args.text, &args.images, &args.input_ids, &args.pixels) {
+        (Some(_), Some(_), None, None) => true,
+        (None, None, Some(_), Some(_)) => false,
+        _ => bail!(
+            "predict apt reads either preprocessed inputs (--input-ids IDS.npy, --pixels X.npy) or raw ones (--text \
+             FILE, --images FILE, --tokenizer tokenizer.json)"
+        ),
+    };
     let task = args.task.as_deref().context("predict apt needs --task vqa|nlvr2|irtr")?;
     let config = match &args.config {
         Some(c) => read_config(c)?,
@@ -132,9 +137,18 @@ pub fn run(args: PredictArgs) -> Result<()> {
         "irtr" => VlHeadKind::Rank,
         other => bail!("--task {other}: expected vqa, nlvr2 or irtr"),
     };
-    let (ids, ids_shape) = read_npy::<i64>(ids_path, "int64 token ids")?;
-    let (pixels, px_shape) = read_npy::<f32>(pixels_path, "float32 pixels")?;
     let pair = head == VlHeadKind::Nlvr2;
+    let (ids, ids_shape, pixels, px_shape, ids_path, pixels_path) = if raw {
+        let (ids, ids_shape, pixels, px_shape) = raw_inputs(&args, &found.backbone, pair)?;
+        let (t, i) = (args.text.clone().expect("raw"), args.images.clone().expect("raw"));
+        (ids, ids_shape, pixels, px_shape, t, i)
+    } else {
+        let (ids_path, pixels_path) = (args.input_ids.clone().expect("npy"), args.pixels.clone().expect("npy"));
+        let (ids, ids_shape) = read_npy::<i64>(&ids_path, "int64 token ids")?;
+        let (pixels, px_shape) = read_npy::<f32>(&pixels_path, "float32 pixels")?;
+        (ids, ids_shape, pixels, px_shape, ids_path, pixels_path)
+    };
+    let (ids_path, pixels_path) = (ids_path.as_path(), pixels_path.as_path());
     let want_rank = if pair { 5 } else { 4 };
     if ids_shape.len() != 2 {
         bail!("{}: shape {ids_shape:?}, expected [N, T]", ids_path.display());
@@ -219,6 +233,76 @@ pub fn run(args: PredictArgs) -> Result<()> {
     write_npy(&args.output, &logits, [n, k])?;
     println!("wrote {} {task} logits [{n}, {k}] to {}", variant.label(), args.output.display());
     Ok(())
+}
+
+/// `--text` (one text per line) and `--images` (one image path per line; two, tab-separated, for
+/// NLVR2; relative to the list's folder) through the checkpoint's tokenizer (`--tokenizer`,
+/// truncating as the official code) and the backbone's image view (ViLT: min-max resize into the
+/// padded canvas, shorter side `--resolution` or 384, and the ViLT text prefix; METER: resize and
+/// centre crop at `--resolution` or 384): ids `[N, T]`, pixels `[N, (2,) 3, H, W]`.
+fn raw_inputs(
+    args: &PredictArgs,
+    backbone: &OfficialBackbone,
+    pair: bool,
+) -> Result<(Vec<i64>, Vec<usize>, Vec<f32>, Vec<usize>)> {
+    use petl_core::data::vl_views::{meter_view, vilt_view};
+    let text_path = args.text.as_ref().expect("raw");
+    let list_path = args.images.as_ref().expect("raw");
+    let tokenizer = args.tokenizer.as_ref().context(
+        "raw texts need --tokenizer FILE: the tokenizer.json of bert-base-uncased (ViLT) or roberta-base (METER)",
+    )?;
+    let read = |p: &Path| -> Result<Vec<String>> {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        Ok(text.lines().map(str::trim_end).filter(|l| !l.is_empty()).map(str::to_string).collect())
+    };
+    let texts = read(text_path)?;
+    let lines = read(list_path)?;
+    if texts.is_empty() || texts.len() != lines.len() {
+        bail!(
+            "{} has {} texts and {} has {} image lines: one line each per sample",
+            text_path.display(),
+            texts.len(),
+            list_path.display(),
+            lines.len()
+        );
+    }
+    let (view, prefix, pad, vocab, max_len) = match backbone {
+        OfficialBackbone::Vilt(c) => (
+            vilt_view(args.resolution.unwrap_or(384), c.patch_size as u32),
+            Some(petl_core::data::arrow::VILT_TEXT_PREFIX),
+            0,
+            c.vocab_size,
+            c.max_text_len,
+        ),
+        OfficialBackbone::Meter(c) => {
+            (meter_view(args.resolution.unwrap_or(384)), None, 1, c.text.vocab_size, c.text.max_text_len().min(50))
+        }
+    };
+    let tok = petl_core::data::text::HfTokenizer::from_file(tokenizer, pad, vocab)?.with_truncation();
+    let texts: Vec<String> = texts.iter().map(|t| format!("{}{t}", prefix.unwrap_or(""))).collect();
+    let batch = tok.encode(&texts, max_len)?;
+    if tok.truncated() > 0 {
+        eprintln!("note: {} texts truncated to {max_len} tokens", tok.truncated());
+    }
+    let base = list_path.parent().unwrap_or(Path::new("."));
+    let slots = if pair { 2 } else { 1 };
+    let mut pixels = vec![];
+    let mut side = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let files: Vec<&str> = line.split('\t').collect();
+        if files.len() != slots {
+            bail!("{} line {}: {} image path(s), the task needs {slots}", list_path.display(), i + 1, files.len());
+        }
+        for f in files {
+            let img = petl_core::data::preprocess::decode_rgb(&base.join(f))?;
+            let chw = view.apply(&img, None)?;
+            side = ((chw.len() / 3) as f64).sqrt().round() as usize;
+            pixels.extend(chw);
+        }
+    }
+    let n = texts.len();
+    let px_shape = if pair { vec![n, 2, 3, side, side] } else { vec![n, 3, side, side] };
+    Ok((batch.ids, vec![batch.rows, batch.len], pixels, px_shape))
 }
 
 /// Preprocessed inputs.

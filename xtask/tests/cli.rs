@@ -803,6 +803,48 @@ fn predict_apt_reproduces_official_vilt_and_meter_logits() {
     let err = fail(meter("vqa", "px.npy", "x.npy", heads));
     assert!(err.contains("px.npy"), "{err}");
     assert!(!p("x.npy").exists(), "nothing written on error");
+
+    // Raw inputs: texts, image files and the tokenizer, through ViLT's view and prefix.
+    let tokenizer = p("tokenizer.json");
+    petl_core::data::shapes::language::word_tokenizer().unwrap().save(&tokenizer, false).unwrap();
+    for (i, rgb) in [[200u8, 30, 30], [30, 30, 200], [30, 200, 30]].iter().enumerate() {
+        image::RgbImage::from_pixel(40 + 8 * i as u32, 30, image::Rgb(*rgb)).save(p(&format!("img{i}.png"))).unwrap();
+    }
+    std::fs::write(p("texts.txt"), "what colour is the shape ?\nis there a shape ?\nhow many shapes are there ?\n")
+        .unwrap();
+    std::fs::write(p("images.txt"), "img0.png\nimg1.png\nimg2.png\n").unwrap();
+    let raw = |texts: &str, out: &str| -> Vec<String> {
+        [
+            "predict",
+            "apt",
+            "--checkpoint",
+            &ckpt,
+            "--config",
+            r#"{"num_heads": 4}"#,
+            "--task",
+            "vqa",
+            "--text",
+            texts,
+            "--images",
+            &s(&p("images.txt")),
+            "--tokenizer",
+            &s(&tokenizer),
+            "--resolution",
+            "32",
+            "--output",
+            out,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    run(raw(&s(&p("texts.txt")), &s(&p("raw.npy"))));
+    let (shape, logits) = read_npy(&p("raw.npy"));
+    assert_eq!(shape, vec![3, 7]);
+    assert!(logits.iter().all(|v| v.is_finite()));
+    std::fs::write(p("two.txt"), "one text\nanother\n").unwrap();
+    let err = fail(raw(&s(&p("two.txt")), &s(&p("y.npy"))));
+    assert!(err.contains("two.txt") && err.contains("images.txt"), "{err}");
 }
 
 /// The real-data path of `reproduce apt` end to end on ViLT-format Arrow files made in process
