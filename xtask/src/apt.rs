@@ -565,6 +565,9 @@ pub fn variant_config(sets: &[String]) -> Result<VariantConfig> {
 
 /// `cargo xtask reproduce apt`.
 pub fn reproduce(args: &ReproduceArgs, out: &Path) -> Result<()> {
+    if args.skip_bad_samples {
+        bail!("reproduce apt: --skip-bad-samples is an option of `reproduce arc` on VTAB/FGVC folders");
+    }
     if args.vtab_root.is_some() || args.fgvc_root.is_some() || args.weights.is_some() {
         bail!("reproduce apt: --vtab-root, --fgvc-root and --weights belong to `reproduce arc`");
     }

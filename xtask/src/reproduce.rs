@@ -71,6 +71,10 @@ pub struct ReproduceArgs {
     /// Backbone preset for real data (vit-b16, vit-l16, vit-h14, swin-b).
     #[arg(long, default_value = "vit-b16")]
     pub backbone: String,
+    /// Real data: skip samples whose image cannot be decoded (at most 1 % of a split, each
+    /// listed with its reason in `skipped.json` and results.json) instead of refusing the run.
+    #[arg(long)]
+    pub skip_bad_samples: bool,
     /// APT real-data run: the tokenizer.json of the checkpoint's text model (bert-base-uncased
     /// for ViLT, roberta-base for METER).
     #[arg(long)]
@@ -251,6 +255,8 @@ struct Column {
     test: Box<dyn ImageDataset>,
     /// The image files behind `train` and `test` (real data), decoded once before training.
     images: Vec<PathBuf>,
+    /// Samples left out by `--skip-bad-samples`: `(file, reason)`.
+    skipped: Vec<(String, String)>,
     runs: Vec<(MethodSpec, TrainConfig)>,
     /// Parent of the run folders (one per method).
     dir: PathBuf,
@@ -315,6 +321,7 @@ impl Runner<'_> {
             "method": spec.name(), "method_config": spec.config, "backbone": self.backbone, "train": cfg,
             "task": column.task, "classes": train.num_classes(), "inputs": self.inputs,
             "data": { "train": [train.name(), train.len()], "test": [test.name(), test.len()] },
+            "skipped": column.skipped,
         })
     }
 
@@ -337,6 +344,11 @@ impl Runner<'_> {
         }
         let mut cells = vec![];
         for column in columns {
+            if !column.skipped.is_empty() {
+                let list: Vec<_> =
+                    column.skipped.iter().map(|(f, r)| serde_json::json!({ "file": f, "reason": r })).collect();
+                crate::save_json(&column.dir.join("skipped.json"), &serde_json::Value::Array(list))?;
+            }
             for (spec, cfg) in &column.runs {
                 cells.push(self.run(spec, cfg, column)?);
             }
@@ -475,6 +487,9 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
         bail!("reproduce arc: {flag} is an option of `reproduce apt` (ARC uses the paper's batch and resolution)");
     }
     let real = args.vtab_root.is_some() || args.fgvc_root.is_some();
+    if !real && args.skip_bad_samples {
+        bail!("reproduce arc: --skip-bad-samples is for real data (give --vtab-root or --fgvc-root)");
+    }
     if !real && args.weights.is_some() {
         bail!(
             "reproduce arc: --weights is for real data (give --vtab-root or --fgvc-root); the embedded run pretrains its own backbone"
@@ -553,6 +568,7 @@ fn run_embedded(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec
             train: Box::new(ShapesDataset::new(*task, e.train_n, e.vit.image_size, args.seed.wrapping_add(1))),
             test: Box::new(ShapesDataset::new(*task, e.test_n, e.vit.image_size, args.seed.wrapping_add(2))),
             images: vec![],
+            skipped: vec![],
             runs: specs.iter().map(|m| (m.clone(), recipe(m))).collect(),
             dir: out_dir(args).join(task.name()),
         })
@@ -591,6 +607,7 @@ fn real_columns(args: &ReproduceArgs, backbone: &BackboneConfig) -> Result<Vec<C
         for task in selected(&args.tasks, &VtabTask::ALL) {
             let train = VtabDataset::open(root, task, VtabSplit::Train800Val200, Preprocess::vtab(size))?;
             let test = VtabDataset::open(root, task, VtabSplit::Test, Preprocess::vtab(size))?;
+            let (train, test, skipped) = skip_bad(args, train, test)?;
             let (lr, wd) = if matches!(backbone, BackboneConfig::Swin(_)) {
                 arc::recipe::swin_vtab(task)
             } else {
@@ -600,6 +617,7 @@ fn real_columns(args: &ReproduceArgs, backbone: &BackboneConfig) -> Result<Vec<C
                 task: task.folder().to_string(),
                 group: format!("{:?}", task.group()),
                 images: [image_paths(&train), image_paths(&test)].concat(),
+                skipped,
                 train: Box::new(train),
                 test: Box::new(test),
                 runs: methods.iter().map(|m| (m.clone(), official(lr, wd))).collect(),
@@ -612,10 +630,12 @@ fn real_columns(args: &ReproduceArgs, backbone: &BackboneConfig) -> Result<Vec<C
         for task in selected(&args.tasks, &FgvcTask::ALL) {
             let train = FgvcDataset::open(root, task, FgvcSplit::Train, Preprocess::fgvc_train(size))?;
             let test = FgvcDataset::open(root, task, FgvcSplit::Test, Preprocess::fgvc_eval(size))?;
+            let (train, test, skipped) = skip_bad(args, train, test)?;
             columns.push(Column {
                 task: task.folder().to_string(),
                 group: "FGVC".to_string(),
                 images: [image_paths(&train), image_paths(&test)].concat(),
+                skipped,
                 train: Box::new(train),
                 test: Box::new(test),
                 runs: methods.iter().map(|m| (m.clone(), official(arc::recipe::FGVC.0, arc::recipe::FGVC.1))).collect(),
@@ -630,6 +650,25 @@ fn real_columns(args: &ReproduceArgs, backbone: &BackboneConfig) -> Result<Vec<C
         );
     }
     Ok(columns)
+}
+
+/// `--skip-bad-samples`: both splits without their unreadable images (at most 1 % each), the
+/// skipped files listed; without the flag, the splits as they are.
+fn skip_bad<T: petl_core::data::FileTask>(
+    args: &ReproduceArgs,
+    train: petl_core::data::FileDataset<T>,
+    test: petl_core::data::FileDataset<T>,
+) -> Result<(petl_core::data::FileDataset<T>, petl_core::data::FileDataset<T>, Vec<(String, String)>)> {
+    if !args.skip_bad_samples {
+        return Ok((train, test, vec![]));
+    }
+    let (train, mut skipped) = train.skip_unreadable(0.01)?;
+    let (test, more) = test.skip_unreadable(0.01)?;
+    skipped.extend(more);
+    for (file, reason) in &skipped {
+        println!("skipped {}: {reason}", file.display());
+    }
+    Ok((train, test, skipped.into_iter().map(|(f, r)| (f.display().to_string(), r)).collect()))
 }
 
 /// The image files of a file dataset, in sample order.

@@ -922,3 +922,57 @@ fn apt_real_data_run_on_vilt_format_files() {
     let err = fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(err.contains("nlvr2_test1.arrow") && err.contains("missing"), "{err}");
 }
+
+/// `--skip-bad-samples`: an unreadable image (truncated PNG) in a VTAB split is refused by
+/// default, naming it; with the flag the run trains without it (at most 1 % of a split, at least
+/// one sample) and lists it with its reason in `skipped.json`; too many unreadable images are
+/// still an error.
+#[test]
+fn skip_bad_samples_is_opt_in_capped_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let vtab = vtab_kitti(dir.path());
+    let bad = vtab.join("kitti/images/test/000002.png");
+    std::fs::write(&bad, &std::fs::read(&bad).unwrap()[..20]).unwrap();
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/petl-core/tests/fixtures/vit_tiny_google.npz");
+    let out = dir.path().join("out");
+    let args = |skip: bool| {
+        let mut a = vec![
+            "reproduce",
+            "arc",
+            "--vtab-root",
+            vtab.to_str().unwrap(),
+            "--tasks",
+            "kitti",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--backbone",
+            "vit-tiny-test",
+            "--epochs",
+            "1",
+            "--methods",
+            "arc",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ];
+        if skip {
+            a.push("--skip-bad-samples");
+        }
+        a
+    };
+    let err = fails(&args(false));
+    assert!(err.contains("000002.png"), "{err}");
+    assert!(!out.exists(), "nothing written on refusal");
+    let stdout = ok(&args(true));
+    assert!(stdout.contains("skipped") && stdout.contains("000002.png"), "{stdout}");
+    let skipped: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("vtab/kitti/skipped.json")).unwrap()).unwrap();
+    let list = skipped.as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(list[0]["file"].as_str().unwrap().ends_with("000002.png") && list[0]["reason"].is_string());
+    // Two unreadable test images of four: more than skipping allows.
+    let other = vtab.join("kitti/images/test/000003.png");
+    std::fs::write(&other, b"not an image").unwrap();
+    let err = fails(&args(true));
+    assert!(err.contains("2 of 4 images cannot be read"), "{err}");
+}

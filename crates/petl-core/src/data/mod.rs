@@ -138,6 +138,42 @@ impl<T: FileTask> FileDataset<T> {
     pub fn samples(&self) -> &[(PathBuf, usize)] {
         &self.samples
     }
+
+    /// The split without its samples whose image cannot be decoded, when they are at most
+    /// `max_fraction` of it (at least one may always be skipped): the kept split and `(file,
+    /// reason)` of every skipped sample, in file order (deterministic: every image is decoded
+    /// once, in parallel, and the failures are listed in file order).
+    ///
+    /// # Errors
+    /// More unreadable images than allowed (the count and the first one named), or no readable
+    /// one left.
+    pub fn skip_unreadable(self, max_fraction: f64) -> crate::Result<(Self, Vec<(PathBuf, String)>)> {
+        use rayon::prelude::*;
+        let failures: Vec<Option<String>> =
+            self.samples.par_iter().map(|(p, _)| preprocess::decode_rgb(p).err().map(|e| e.to_string())).collect();
+        let skipped: Vec<(PathBuf, String)> = self
+            .samples
+            .iter()
+            .zip(&failures)
+            .filter_map(|((p, _), f)| f.clone().map(|reason| (p.clone(), reason)))
+            .collect();
+        let allowed = ((self.samples.len() as f64 * max_fraction).floor() as usize).max(1);
+        if skipped.len() > allowed {
+            return Err(crate::Error::Config(format!(
+                "{}: {} of {} images cannot be read, more than the {allowed} that skipping allows; first: {}",
+                self.task.folder(),
+                skipped.len(),
+                self.samples.len(),
+                skipped[0].1
+            )));
+        }
+        let samples: Vec<(PathBuf, usize)> =
+            self.samples.into_iter().zip(&failures).filter(|(_, f)| f.is_none()).map(|(s, _)| s).collect();
+        if samples.is_empty() {
+            return Err(crate::Error::Config(format!("{}: no readable image left", self.task.folder())));
+        }
+        Ok((Self { samples, ..self }, skipped))
+    }
 }
 
 impl<T: FileTask> Samples<ImageSample> for FileDataset<T> {
