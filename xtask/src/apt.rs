@@ -544,18 +544,19 @@ fn tables(cells: &[AptCell], variants: &[Variant], cfg: &VariantConfig, paper: &
     md
 }
 
-/// Settings `KEY=VALUE` of [`VariantConfig`]: `num_prompts`, `rank`, `freeze_scale` (APT),
-/// `deep_prompts`, `lora_rank`, `adapter_bottleneck`, `pa_bottleneck`, `pa_scale`,
-/// `meter_deep_prompt_cross_only`.
+/// Settings `KEY=VALUE` of [`VariantConfig`]: `num_prompts`, `rank`, `freeze_scale`, `mm_std`
+/// (APT), `deep_prompts`, `lora_rank`, `adapter_bottleneck`, `pa_bottleneck`, `pa_scale`,
+/// `meter_deep_prompt_cross_only`, `meter_official_init`.
 pub fn variant_config(sets: &[String]) -> Result<VariantConfig> {
     let mut v = serde_json::to_value(VariantConfig::new())?;
     for s in sets {
         let (key, value) = s.split_once('=').with_context(|| format!("--set {s}: expected KEY=VALUE"))?;
         let value: serde_json::Value = serde_json::from_str(value).unwrap_or(serde_json::Value::String(value.into()));
-        let slot = if ["num_prompts", "rank", "freeze_scale"].contains(&key) { &mut v["apt"] } else { &mut v };
+        let slot =
+            if ["num_prompts", "rank", "freeze_scale", "mm_std"].contains(&key) { &mut v["apt"] } else { &mut v };
         if slot.get(key).is_none() {
             bail!(
-                "--set {key}: not a setting of APT's variants (known: num_prompts, rank, freeze_scale, deep_prompts, lora_rank, adapter_bottleneck, pa_bottleneck, pa_scale, meter_deep_prompt_cross_only)"
+                "--set {key}: not a setting of APT's variants (known: num_prompts, rank, freeze_scale, mm_std, deep_prompts, lora_rank, adapter_bottleneck, pa_bottleneck, pa_scale, meter_deep_prompt_cross_only, meter_official_init)"
             );
         }
         slot[key] = value;

@@ -102,7 +102,11 @@ fn killed_runs_leave_complete_files_and_finish_with_the_same_results() {
         assert!(k < 4 * kills, "runs keep finishing before they can be killed");
         k += 1;
         let mut cmd = xtask();
-        cmd.args(args(&out)).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        // Killed processes may dump core where they run: the scratch folder.
+        cmd.args(args(&out))
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         if k % 3 == 0 {
             // Abort inside one of the next few atomic writes (a checkpoint, a report).
             cmd.env("PETL_CRASH_AT_WRITE", (1 + rand(6)).to_string());

@@ -46,6 +46,10 @@ pub struct AptConfig {
     /// Keep `s` frozen at 0 (the released METER code's trainable filter `mm` misses `scale`).
     #[config(default = false)]
     pub freeze_scale: bool,
+    /// `Some(σ)`: `A` and `B` both `N(0, σ²)` (the released METER code's re-initialisation);
+    /// `None`: the paper's `A ~ N(0, 1)`, `B = 0`.
+    #[config(default = "None")]
+    pub mm_std: Option<f64>,
 }
 
 impl AptConfig {
@@ -67,7 +71,9 @@ impl AptConfig {
             layout
                 .blocks
                 .iter()
-                .map(|b| AptModule::init(b.dim, self.num_prompts, self.rank, self.freeze_scale, device))
+                .map(|b| {
+                    AptModule::init_with(b.dim, self.num_prompts, self.rank, self.freeze_scale, self.mm_std, device)
+                })
                 .collect()
         };
         Apt { modules: make(), cross: if layout.cross_attention() { make() } else { Vec::new() } }
@@ -198,6 +204,12 @@ pub struct VariantConfig {
     /// instead of the 24 sets (self and cross) the paper's count implies.
     #[config(default = false)]
     pub meter_deep_prompt_cross_only: bool,
+    /// The released METER code's initialisation: it re-initialises every Linear inside the fusion
+    /// layers after building them (`N(0, 0.02²)`, biases 0), so APT's `A` and `B` and the
+    /// adapters' projections start there instead of the paper's `A ~ N(0, 1)`, `B = 0` and the
+    /// adapters' `N(0, 0.01²)`.
+    #[config(default = false)]
+    pub meter_official_init: bool,
 }
 
 impl VariantConfig {
@@ -219,7 +231,7 @@ impl VariantConfig {
         BottleneckAdapterConfig::new()
             .with_bottleneck(self.adapter_bottleneck)
             .with_activation(Activation::Relu)
-            .with_init_std(Some(0.01))
+            .with_init_std(Some(if self.meter_official_init { 0.02 } else { 0.01 }))
     }
 
     /// The scaled parallel adapter.
@@ -243,7 +255,11 @@ impl VariantConfig {
     /// The tuner of `variant` for `layout`.
     pub fn init(&self, variant: Variant, layout: &Layout, device: &Device) -> VlTuner {
         match variant {
-            Variant::Apt => VlTuner::Apt(self.apt.init(layout, device)),
+            Variant::Apt => {
+                let apt =
+                    if self.meter_official_init { self.apt.clone().with_mm_std(Some(0.02)) } else { self.apt.clone() };
+                VlTuner::Apt(apt.init(layout, device))
+            }
             Variant::DeepPrompt => VlTuner::DeepPrompt(self.deep_prompt().init(layout, device)),
             Variant::Lora => VlTuner::Lora(self.lora().init(layout, device)),
             Variant::Adapter => VlTuner::Adapter(self.adapter().init(layout, device)),

@@ -45,11 +45,29 @@ impl AptModule {
     /// official code does; `freeze_scale` leaves `s` at 0 without gradient (the released METER
     /// code's trainable filter).
     pub fn init(dim: usize, num_prompts: usize, rank: usize, freeze_scale: bool, device: &Device) -> Self {
+        Self::init_with(dim, num_prompts, rank, freeze_scale, None, device)
+    }
+
+    /// As [`AptModule::init`]; `mm_std: Some(σ)` draws both `A` and `B` from `N(0, σ²)`: what
+    /// the released METER code trains from, as it re-initialises every Linear inside the fusion
+    /// layers after building them (`meter_module_apt.py`, `apply(init_weights)`).
+    pub fn init_with(
+        dim: usize,
+        num_prompts: usize,
+        rank: usize,
+        freeze_scale: bool,
+        mm_std: Option<f64>,
+        device: &Device,
+    ) -> Self {
         let scale = Initializer::Zeros.init([1], device);
+        let (a, b) = match mm_std {
+            Some(std) => (Initializer::Normal { mean: 0.0, std }, Initializer::Normal { mean: 0.0, std }),
+            None => (Initializer::Normal { mean: 0.0, std: 1.0 }, Initializer::Zeros),
+        };
         Self {
             prompts: Initializer::Normal { mean: 0.0, std: 0.02 }.init([num_prompts, dim], device),
-            a: Initializer::Normal { mean: 0.0, std: 1.0 }.init([dim, rank], device),
-            b: Initializer::Zeros.init([rank, dim], device),
+            a: a.init([dim, rank], device),
+            b: b.init([rank, dim], device),
             scale: if freeze_scale { scale.set_require_grad(false) } else { scale },
         }
     }

@@ -193,3 +193,27 @@ fn meter_configs_are_checked() {
     };
     assert!(m.check_input(&input).unwrap_err().to_string().contains("48 px"));
 }
+
+/// The released METER code's re-initialisation is a switch: with it APT's `A` and `B` start at
+/// `N(0, 0.02²)` (B not zero) and the adapters at `N(0, 0.02²)`; without it the paper's values.
+#[test]
+fn the_released_meter_initialisation_is_a_switch() {
+    let device = device();
+    let layout = config().layout();
+    let std_of = |t: Tensor<2>| {
+        let h = HostTensor::from_tensor(&t);
+        (h.data.iter().map(|v| v * v).sum::<f32>() / h.data.len() as f32).sqrt()
+    };
+    let VlTuner::Apt(paper) = VariantConfig::new().init(Variant::Apt, &layout, &device) else { panic!("APT") };
+    assert!(HostTensor::from_tensor(&paper.modules[0].b.val()).data.iter().all(|v| *v == 0.0));
+    assert!((0.8..1.2).contains(&std_of(paper.cross[0].a.val())));
+    let code = VariantConfig::new().with_meter_official_init(true);
+    let VlTuner::Apt(apt) = code.init(Variant::Apt, &layout, &device) else { panic!("APT") };
+    for t in [apt.modules[0].b.val(), apt.cross[1].a.val()] {
+        let s = std_of(t);
+        assert!((0.012..0.028).contains(&s), "std {s}");
+    }
+    let VlTuner::Adapter(adapter) = code.init(Variant::Adapter, &layout, &device) else { panic!("adapter") };
+    let s = std_of(adapter.cross[0].down.weight.val());
+    assert!((0.012..0.028).contains(&s), "std {s}");
+}
