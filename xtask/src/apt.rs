@@ -32,18 +32,18 @@ use crate::bench::median;
 use crate::reproduce::{ReproduceArgs, Scale, cache_dir, check_settings, file_identity, pretrained_vit};
 use crate::save_json;
 
-/// The embedded tasks (columns of the table).
+/// The tasks (columns of the tables): embedded here, on the real files in `apt_real`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AptTask {
+pub(crate) enum AptTask {
     Vqa,
     Nlvr2,
     Retrieval,
 }
 
 impl AptTask {
-    const ALL: [AptTask; 3] = [AptTask::Vqa, AptTask::Nlvr2, AptTask::Retrieval];
+    pub(crate) const ALL: [AptTask; 3] = [AptTask::Vqa, AptTask::Nlvr2, AptTask::Retrieval];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             AptTask::Vqa => "vqa",
             AptTask::Nlvr2 => "nlvr2",
@@ -564,6 +564,22 @@ pub fn variant_config(sets: &[String]) -> Result<VariantConfig> {
     serde_json::from_value(v).context("--set: a value of the wrong type")
 }
 
+/// The tasks `--tasks` names (all three when empty).
+pub(crate) fn tasks(names: &[String]) -> Result<Vec<AptTask>> {
+    if names.is_empty() {
+        return Ok(AptTask::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|t| {
+            AptTask::ALL
+                .into_iter()
+                .find(|a| a.name() == t)
+                .with_context(|| format!("unknown APT task `{t}` (known: vqa, nlvr2, retrieval)"))
+        })
+        .collect()
+}
+
 /// `cargo xtask reproduce apt`.
 pub fn reproduce(args: &ReproduceArgs, out: &Path) -> Result<()> {
     if args.skip_bad_samples {
@@ -593,19 +609,7 @@ pub fn reproduce(args: &ReproduceArgs, out: &Path) -> Result<()> {
     } else {
         args.methods.iter().map(|m| Variant::parse(m).map_err(anyhow::Error::msg)).collect::<Result<_>>()?
     };
-    let tasks: Vec<AptTask> = if args.tasks.is_empty() {
-        AptTask::ALL.to_vec()
-    } else {
-        args.tasks
-            .iter()
-            .map(|t| {
-                AptTask::ALL
-                    .into_iter()
-                    .find(|a| a.name() == t)
-                    .with_context(|| format!("unknown APT task `{t}` (known: vqa, nlvr2, retrieval)"))
-            })
-            .collect::<Result<_>>()?
-    };
+    let tasks = tasks(&args.tasks)?;
     // M at the paper's prompts-to-tokens ratio unless `--set num_prompts / deep_prompts` says
     // otherwise.
     let mut defaults = vec![format!("num_prompts={}", e.prompts), format!("deep_prompts={}", e.prompts)];

@@ -41,28 +41,12 @@ use petl_core::train::{ParamGroupConfig, TrainConfig, Trainer};
 use petl_core::vl_model::{VlHeadKind, VlModel};
 use petl_core::weights::TensorMap;
 
+use crate::apt::AptTask as RealTask;
 use crate::reproduce::{ReproduceArgs, check_settings, file_identity};
 use crate::save_json;
 
-/// A task of the tables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RealTask {
-    Vqa,
-    Nlvr2,
-    Retrieval,
-}
-
+/// The real-data files of each task.
 impl RealTask {
-    const ALL: [RealTask; 3] = [RealTask::Vqa, RealTask::Nlvr2, RealTask::Retrieval];
-
-    fn name(self) -> &'static str {
-        match self {
-            RealTask::Vqa => "vqa",
-            RealTask::Nlvr2 => "nlvr2",
-            RealTask::Retrieval => "retrieval",
-        }
-    }
-
     /// Files `(train, eval)` under the data root.
     fn files(self) -> (Vec<&'static str>, Vec<&'static str>) {
         match self {
@@ -200,19 +184,7 @@ pub fn reproduce(args: &ReproduceArgs, out: &Path, variants_cfg: VariantConfig) 
             found.variant.name()
         );
     }
-    let tasks: Vec<RealTask> = if args.tasks.is_empty() {
-        RealTask::ALL.to_vec()
-    } else {
-        args.tasks
-            .iter()
-            .map(|t| {
-                RealTask::ALL
-                    .into_iter()
-                    .find(|a| a.name() == t)
-                    .with_context(|| format!("unknown APT task `{t}` (known: vqa, nlvr2, retrieval)"))
-            })
-            .collect::<Result<_>>()?
-    };
+    let tasks = crate::apt::tasks(&args.tasks)?;
     // Every file the run needs, before anything trains.
     for task in &tasks {
         let (train, eval) = task.files();
