@@ -260,7 +260,7 @@ fn expected_trainable(model: &ViltModel<VlTuner>, variant: Variant, variants: &V
     if variant == Variant::Full {
         return model.num_params();
     }
-    variants.num_params(variant, &model.backbone.transformer.layout()) + model.petl_set_params_besides_tuner()
+    variants.trainable_params(variant, &model.backbone.transformer.layout()) + model.petl_set_params_besides_tuner()
 }
 
 /// The tensors a run saves: everything trainable (module docs of `ViltModel`).

@@ -252,6 +252,17 @@ impl VariantConfig {
         }
     }
 
+    /// Parameters of `variant` that train: [`VariantConfig::num_params`] less APT's scales
+    /// when `freeze_scale` holds them at 0 (the tables' "Updated Param" still counts them).
+    pub fn trainable_params(&self, variant: Variant, layout: &Layout) -> usize {
+        let frozen = if variant == Variant::Apt && self.apt.freeze_scale {
+            layout.blocks.len() * if layout.cross_attention() { 2 } else { 1 }
+        } else {
+            0
+        };
+        self.num_params(variant, layout) - frozen
+    }
+
     /// The tuner of `variant` for `layout`.
     pub fn init(&self, variant: Variant, layout: &Layout, device: &Device) -> VlTuner {
         match variant {

@@ -217,3 +217,18 @@ fn the_released_meter_initialisation_is_a_switch() {
     let s = std_of(adapter.cross[0].down.weight.val());
     assert!((0.012..0.028).contains(&s), "std {s}");
 }
+
+/// With `freeze_scale` (the released METER filter) APT's scales stay counted in the tables'
+/// "Updated Param" but do not train: one per attention, 2 per fusion layer.
+#[test]
+fn frozen_scales_are_counted_but_do_not_train() {
+    let layout = config().layout();
+    let frozen =
+        VariantConfig::new().with_apt(AptConfig::new().with_num_prompts(6).with_rank(2).with_freeze_scale(true));
+    let n = frozen.num_params(Variant::Apt, &layout);
+    assert_eq!(n, variants().num_params(Variant::Apt, &layout));
+    assert_eq!(frozen.trainable_params(Variant::Apt, &layout), n - 2 * layout.blocks.len());
+    let device = device().autodiff();
+    let VlTuner::Apt(apt) = frozen.init(Variant::Apt, &layout, &device) else { panic!("APT") };
+    assert!(apt.cross.iter().chain(&apt.modules).all(|m| !m.scale.val().is_require_grad()));
+}
