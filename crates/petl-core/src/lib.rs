@@ -97,6 +97,7 @@ pub mod data;
 pub mod device;
 pub mod encoder;
 pub mod error;
+pub mod fuzz;
 pub mod hooks;
 pub mod io;
 pub mod merge;

@@ -4,13 +4,13 @@
 //! duplicated or deleted, numbers in text bumped) and read; any outcome is fine except a panic.
 //! A panicking input is written to `target/fuzz-crashes/` (to be committed under
 //! `tests/fixtures/fuzz_regressions/`, which are replayed first). `PETL_FUZZ_ITERS` sets the
-//! mutations per target (default 150; longer local runs: 100000).
+//! mutations per target (default 150; longer local runs: 100000). The entry points are
+//! `petl_core::fuzz::run`, which the cargo-fuzz targets in `fuzz/` call too.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use petl_core::data::preprocess::Preprocess;
-use petl_core::data::vtab::{VtabDataset, VtabSplit, VtabTask};
+use petl_core::fuzz::Target;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -88,10 +88,8 @@ fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
 
 /// Feeds mutations of `seed` (written to `name` in a scratch folder) to `read`; panics are
 /// collected and saved.
-fn fuzz(target: &str, seed: &[u8], name: &str, read: impl Fn(&Path)) {
+fn fuzz(target: &str, seed: &[u8], read: impl Fn(&[u8])) {
     let iters: usize = std::env::var("PETL_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(150);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(name);
     let regressions = fixture("fuzz_regressions").join(target);
     let mut inputs: Vec<Vec<u8>> = std::fs::read_dir(&regressions)
         .map(|d| d.flatten().filter_map(|e| std::fs::read(e.path()).ok()).collect())
@@ -102,8 +100,7 @@ fn fuzz(target: &str, seed: &[u8], name: &str, read: impl Fn(&Path)) {
     std::panic::set_hook(Box::new(|_| {}));
     let mut crashes = vec![];
     for (i, input) in inputs.iter().enumerate() {
-        std::fs::write(&path, input).unwrap();
-        if catch_unwind(AssertUnwindSafe(|| read(&path))).is_err() {
+        if catch_unwind(AssertUnwindSafe(|| read(input))).is_err() {
             let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-crashes").join(target);
             std::fs::create_dir_all(&out).unwrap();
             std::fs::write(out.join(format!("crash-{i}")), input).unwrap();
@@ -119,62 +116,21 @@ fn fuzz(target: &str, seed: &[u8], name: &str, read: impl Fn(&Path)) {
     );
 }
 
-#[test]
-fn pytorch_reader_never_panics() {
-    let seed = std::fs::read(fixture("hostile/control_state_dict.pth")).unwrap();
-    fuzz("pth", &seed, "x.pth", |p| {
-        let _ = petl_core::weights::read_pth(p);
-        let _ = petl_core::weights::list_pickle_globals(p);
-    });
-}
-
-#[test]
-fn safetensors_reader_never_panics() {
-    let seed = std::fs::read(fixture("bert_tiny_ref.safetensors")).unwrap();
-    fuzz("safetensors", &seed, "x.safetensors", |p| {
-        let _ = petl_core::weights::read_safetensors(p);
-    });
-}
-
-#[test]
-fn npz_reader_never_panics() {
-    let seed = std::fs::read(fixture("hostile/control.npz")).unwrap();
-    fuzz("npz", &seed, "x.npz", |p| {
-        let _ = petl_core::weights::read_npz(p);
-    });
-}
-
-#[test]
-fn hf_config_reader_never_panics() {
-    let seed = std::fs::read(fixture("roberta_tiny/config.json")).unwrap();
-    fuzz("json", &seed, "config.json", |p| {
-        let _ = petl_core::bert::BertConfig::from_hf_config(p);
-        let _ = petl_core::vit::VitConfig::from_hf_clip_config(p);
-    });
-}
-
-#[test]
-fn png_decoder_never_panics() {
-    let seed = std::fs::read(fixture("pre_b.png")).unwrap();
-    fuzz("png", &seed, "x.png", |p| {
-        let _ = petl_core::data::preprocess::load_image(p, &Preprocess::vtab(8), None);
-    });
-}
-
-#[test]
-fn vtab_list_reader_never_panics() {
-    let root = tempfile::tempdir().unwrap();
-    let task = root.path().join("cifar");
-    std::fs::create_dir_all(task.join("images")).unwrap();
-    let png = std::fs::read(fixture("pre_a.png")).unwrap();
-    let mut list = String::new();
-    for i in 0..6 {
-        std::fs::write(task.join(format!("images/{i}.png")), &png).unwrap();
-        list.push_str(&format!("images/{i}.png {}\n", i % 10));
+fn seed(target: Target) -> Vec<u8> {
+    match target {
+        Target::Pth => std::fs::read(fixture("hostile/control_state_dict.pth")).unwrap(),
+        Target::Safetensors => std::fs::read(fixture("bert_tiny_ref.safetensors")).unwrap(),
+        Target::Npz => std::fs::read(fixture("hostile/control.npz")).unwrap(),
+        Target::HfConfig => std::fs::read(fixture("roberta_tiny/config.json")).unwrap(),
+        Target::Png => std::fs::read(fixture("pre_b.png")).unwrap(),
+        Target::VtabList => (0..6).map(|i| format!("images/{i}.png {}\n", i % 10)).collect::<String>().into_bytes(),
     }
-    let root_path = root.path().to_path_buf();
-    fuzz("vtab_list", list.as_bytes(), "list.txt", move |p| {
-        std::fs::copy(p, root_path.join("cifar/train800.txt")).unwrap();
-        let _ = VtabDataset::open(&root_path, VtabTask::Cifar, VtabSplit::Train800, Preprocess::vtab(8));
-    });
+}
+
+#[test]
+fn no_reader_panics_on_mutated_files() {
+    for target in Target::ALL {
+        let scratch = tempfile::tempdir().unwrap();
+        fuzz(target.name(), &seed(target), |data| petl_core::fuzz::run(target, data, scratch.path()));
+    }
 }
