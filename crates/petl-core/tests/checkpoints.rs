@@ -81,7 +81,18 @@ fn the_newest_k_checkpoints_are_kept_and_stale_temporaries_removed() {
             assert!(names.contains(&m.replace("{}", e)), "{e} {m}: {names:?}");
         }
     }
-    assert!(!names.iter().any(|n| n.contains("0001")), "{names:?}");
+    // Epoch 1 is gone unless it had the best test metric (the best is kept beside the newest k).
+    let log: Vec<(usize, f64)> = {
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(ck.join("progress.json")).unwrap()).unwrap();
+        r["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["epoch"].as_u64().unwrap() as usize, e["test_metric"].as_f64().unwrap()))
+            .collect()
+    };
+    let best = log.iter().fold(log[0], |b, &e| if e.1 > b.1 { e } else { b }).0;
+    assert_eq!(names.iter().any(|n| n.contains("0001")), best == 1, "best epoch {best}: {names:?}");
     // The newest checkpoint corrupt: the older kept one is used.
     std::fs::write(ck.join("trainable-0003.safetensors"), b"garbage").unwrap();
     assert_eq!(t.latest_checkpoint().unwrap(), Some(2));

@@ -95,8 +95,8 @@ pub struct TrainConfig {
     /// AdamW's `β₂` (0.999; ViLT and METER fine-tune with 0.98).
     #[config(default = 0.999)]
     pub adam_beta2: f64,
-    /// Epoch checkpoints kept in the run folder (the newest `k`; an older one is removed only
-    /// after a newer one is complete on disk).
+    /// Epoch checkpoints kept in the run folder: the newest `k`, plus the one of the best test
+    /// metric so far (an older one is removed only after a newer one is complete on disk).
     #[config(default = 1)]
     pub keep_checkpoints: usize,
 }
@@ -631,9 +631,18 @@ impl Trainer {
         write_atomic(&dir.join(format!("progress-{epoch:04}.sha256")), crate::io::sha256_hex(&manifest).as_bytes())?;
         write_atomic(&dir.join(&manifest_name), &manifest)?;
         write_atomic(&dir.join("progress.json"), &manifest)?;
-        // Older checkpoints go only now that the new one is complete and durable.
+        // Older checkpoints go only now that the new one is complete and durable; the newest `k`
+        // stay, and the best so far (highest test metric, the earliest on ties).
         let mut kept: Vec<String> = vec!["progress.json".into()];
-        for e in (0..=epoch).rev().take(self.config.keep_checkpoints) {
+        let best = history
+            .iter()
+            .filter_map(|e| e.test_metric.map(|m| (e.epoch, m)))
+            .fold(None, |acc: Option<(usize, f64)>, (e, m)| match acc {
+                Some((_, b)) if b >= m => acc,
+                _ => Some((e, m)),
+            })
+            .map(|(e, _)| e);
+        for e in (0..=epoch).rev().take(self.config.keep_checkpoints).chain(best) {
             kept.extend([
                 format!("progress-{e:04}.json"),
                 format!("progress-{e:04}.sha256"),
