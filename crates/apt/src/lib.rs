@@ -61,7 +61,7 @@ impl AptConfig {
     /// Parameters on a backbone of this layout (one module per attention: per block, and per
     /// cross-attention of fusion layers).
     pub fn num_params(&self, layout: &Layout) -> usize {
-        let attentions = if layout.cross_attention() { 2 } else { 1 };
+        let attentions = layout.attentions_per_block();
         layout.blocks.iter().map(|b| attentions * self.module_params(b.dim)).sum()
     }
 
@@ -256,7 +256,7 @@ impl VariantConfig {
     /// when `freeze_scale` holds them at 0 (the tables' "Updated Param" still counts them).
     pub fn trainable_params(&self, variant: Variant, layout: &Layout) -> usize {
         let frozen = if variant == Variant::Apt && self.apt.freeze_scale {
-            layout.blocks.len() * if layout.cross_attention() { 2 } else { 1 }
+            layout.blocks.len() * layout.attentions_per_block()
         } else {
             0
         };

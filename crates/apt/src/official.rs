@@ -26,7 +26,7 @@ use burn::prelude::*;
 use petl_core::meter::Meter;
 use petl_core::vilt::Vilt;
 use petl_core::vl_model::{VlBackbone, VlHead, VlModel};
-use petl_core::weights::families::{meter_official, vilt_official};
+use petl_core::weights::families::{count_blocks, meter_official, vilt_official};
 use petl_core::weights::{HostTensor, LoadReport, TensorMap, apply};
 use petl_core::{Error, Result};
 
@@ -362,15 +362,6 @@ fn dims(map: &TensorMap, key: &str) -> Result<Vec<usize>> {
     })
 }
 
-fn count(map: &TensorMap, prefix: &str) -> usize {
-    map.tensors
-        .keys()
-        .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
-        .map(|i| i + 1)
-        .max()
-        .unwrap_or(0)
-}
-
 fn heads_of(given: Option<usize>, width: usize, what: &str, source: &str) -> Result<usize> {
     let h = given.unwrap_or(width / 64);
     if h == 0 || width % h != 0 {
@@ -422,7 +413,7 @@ pub fn inspect(map: &TensorMap, heads: Heads) -> Result<Inspected> {
     let backbone = if map.tensors.contains_key("text_embeddings.word_embeddings.weight") {
         let [vocab, hidden] = dims(map, "text_embeddings.word_embeddings.weight")?[..] else { unreachable!() };
         let max_text_len = dims(map, "text_embeddings.position_embeddings.weight")?[0];
-        let layers = count(map, "transformer.blocks.");
+        let layers = count_blocks(map, "transformer.blocks.");
         let mlp = dims(map, "transformer.blocks.0.mlp.fc1.weight")?[0];
         let patch = dims(map, "transformer.patch_embed.proj.weight")?[2];
         let positions = dims(map, "transformer.pos_embed")?[1];
@@ -444,7 +435,7 @@ pub fn inspect(map: &TensorMap, heads: Heads) -> Result<Inspected> {
         };
         let positions = dims(map, &format!("{t}embeddings.position_embeddings.weight"))?[0];
         let t_types = dims(map, &format!("{t}embeddings.token_type_embeddings.weight"))?[0];
-        let t_layers = count(map, &format!("{t}encoder.layer."));
+        let t_layers = count_blocks(map, &format!("{t}encoder.layer."));
         let t_inter = dims(map, &format!("{t}encoder.layer.0.intermediate.dense.weight"))?[0];
         let text = BertConfig::new(
             vocab,
@@ -462,7 +453,7 @@ pub fn inspect(map: &TensorMap, heads: Heads) -> Result<Inspected> {
         let conv = dims(map, &format!("{v}conv1.weight"))?;
         let (width, patch) = (conv[0], conv[2]);
         let grid = ((dims(map, &format!("{v}positional_embedding"))?[0] - 1) as f64).sqrt().round() as usize;
-        let v_layers = count(map, &format!("{v}transformer.resblocks."));
+        let v_layers = count_blocks(map, &format!("{v}transformer.resblocks."));
         let v_mlp = dims(map, &format!("{v}transformer.resblocks.0.mlp.c_fc.weight"))?[0];
         let vision = VitConfig::new(
             grid * patch,
@@ -475,7 +466,7 @@ pub fn inspect(map: &TensorMap, heads: Heads) -> Result<Inspected> {
         .clip()
         .with_pooling(VitPooling::NormedClass);
         let hidden = dims(map, "cross_modal_text_transform.weight")?[0];
-        let layers = count(map, "cross_modal_text_layers.");
+        let layers = count_blocks(map, "cross_modal_text_layers.");
         let inter = dims(map, "cross_modal_text_layers.0.intermediate.dense.weight")?[0];
         let types = dims(map, "token_type_embeddings.weight")?[0];
         OfficialBackbone::Meter(

@@ -67,6 +67,13 @@ pub struct TextInput {
 }
 
 impl TextInput {
+    /// One text of the single token `id`, unpadded (a class-token initialisation reads its
+    /// embedding).
+    pub fn single(id: usize, device: &Device) -> Self {
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![id as i64], [1, 1]), device);
+        Self { input_ids: ids, attention_mask: Tensor::ones([1, 1], device), token_type_ids: None }
+    }
+
     /// Checks the batch against an encoder with `vocab` words and `max_len` positions: mask and
     /// token types of the ids' shape, the length inside the positions, every id in the
     /// vocabulary.

@@ -139,6 +139,12 @@ impl Layout {
         n > 0
     }
 
+    /// Attention sub-layers per block: 2 with cross-attention, else 1 (what per-attention
+    /// tuners allocate).
+    pub fn attentions_per_block(&self) -> usize {
+        if self.cross_attention() { 2 } else { 1 }
+    }
+
     /// Width of stage `s`.
     ///
     /// # Panics

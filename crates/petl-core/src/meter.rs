@@ -313,9 +313,7 @@ impl Meter {
     /// `pad + 1`), type 0, after its LayerNorm: METER's `token4classifier` initialisation
     /// (`<s>`, id 0), computed without dropout.
     pub fn class_token_init(&self, id: usize) -> Tensor<1> {
-        let device = self.text_pooler.weight.device();
-        let ids = Tensor::<2, Int>::from_data(burn::tensor::TensorData::new(vec![id as i64], [1, 1]), &device);
-        let text = TextInput { input_ids: ids, attention_mask: Tensor::ones([1, 1], &device), token_type_ids: None };
+        let text = TextInput::single(id, &self.text_pooler.weight.device());
         let d = self.text.word_embeddings.weight.dims()[1];
         self.text.embed(&text).reshape([d]).detach()
     }

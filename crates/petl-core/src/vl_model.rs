@@ -22,7 +22,6 @@
 use burn::module::{ModuleMapper, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use serde::{Deserialize, Serialize};
 
 use crate::bert::TextInput;
@@ -65,9 +64,7 @@ impl VlBackbone for Vilt {
         Vilt::check_input(self, input)
     }
     fn class_token_init(&self, id: usize) -> Tensor<1> {
-        let device = self.word_embeddings.weight.device();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![id as i64], [1, 1]), &device);
-        let text = TextInput { input_ids: ids, attention_mask: Tensor::ones([1, 1], &device), token_type_ids: None };
+        let text = TextInput::single(id, &self.word_embeddings.weight.device());
         let d = Vilt::hidden_size(self);
         self.embed_text(&text).reshape([d]).detach()
     }

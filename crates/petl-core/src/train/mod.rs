@@ -30,7 +30,7 @@ use crate::data::{ImageDataset, ImageSample, Samples};
 use crate::io::write_atomic;
 use crate::model::Classifier;
 use crate::model::Tuner;
-use crate::weights::{apply_with_ids, collect_with_ids, read_safetensors, write_safetensors};
+use crate::weights::{apply_with_ids, collect_with_ids, read_safetensors, safetensors_bytes};
 use crate::{Error, Result, accounting};
 pub use clip::clip_global_norm;
 pub use optim::{Optimization, ParamGroupConfig};
@@ -607,11 +607,11 @@ impl Trainer {
         let tensors_name = format!("trainable-{epoch:04}.safetensors");
         let optim_name = format!("optimizer-{epoch:04}.bpk");
         let (tensors, param_ids) = collect_with_ids(model, |_, id| trainable.contains(&id));
-        write_safetensors(&dir.join(&tensors_name), &tensors, None)?;
+        let tensor_bytes = safetensors_bytes(&tensors, None).map_err(|e| Error::format(dir.join(&tensors_name), e))?;
+        write_atomic(&dir.join(&tensors_name), &tensor_bytes)?;
         let bytes = optim.into_bytes().map_err(|e| Error::format(dir.join(&optim_name), format!("{e:?}")))?;
         let bytes = canonical_burnpack(bytes).map_err(|e| Error::format(dir.join(&optim_name), e))?;
         write_atomic(&dir.join(&optim_name), &bytes)?;
-        let tensor_bytes = std::fs::read(dir.join(&tensors_name)).map_err(|e| Error::io(dir.join(&tensors_name), e))?;
         let sha256 = BTreeMap::from([
             (tensors_name.clone(), crate::io::sha256_hex(&tensor_bytes)),
             (optim_name.clone(), crate::io::sha256_hex(&bytes)),

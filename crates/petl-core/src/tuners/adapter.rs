@@ -107,7 +107,8 @@ impl BottleneckAdapterConfig {
     /// Parameters added to a backbone of this layout.
     pub fn num_params(&self, layout: &Layout) -> usize {
         let r = self.bottleneck;
-        let sites = if layout.cross_attention() { 3 } else { 2 };
+        // After each attention and after the FFN.
+        let sites = layout.attentions_per_block() + 1;
         layout.blocks.iter().map(|b| sites * (b.dim * r + r + r * b.dim + b.dim)).sum()
     }
 

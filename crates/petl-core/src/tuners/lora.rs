@@ -73,7 +73,7 @@ pub struct Lora {
 impl LoraConfig {
     /// Parameters LoRA adds to a backbone of this layout.
     pub fn num_params(&self, layout: &Layout) -> usize {
-        let attentions = if layout.cross_attention() { 2 } else { 1 };
+        let attentions = layout.attentions_per_block();
         layout.blocks.iter().map(|b| attentions * 2 * 2 * b.dim * self.rank).sum()
     }
 

@@ -66,7 +66,7 @@ impl ParallelAdapterConfig {
     /// `+ 2·D` (LayerNorm).
     pub fn num_params(&self, layout: &Layout) -> usize {
         let r = self.bottleneck;
-        let sites = if layout.cross_attention() { 2 } else { 1 };
+        let sites = layout.attentions_per_block();
         layout.blocks.iter().map(|b| sites * (2 * b.dim * r + r + b.dim + 2 * b.dim)).sum()
     }
 

@@ -46,11 +46,7 @@ impl DeepPromptConfig {
 
     /// Prompt sets per block.
     fn sets(&self, layout: &Layout) -> usize {
-        match (layout.cross_attention(), self.cross_attention_only) {
-            (false, _) => 1,
-            (true, true) => 1,
-            (true, false) => 2,
-        }
+        if self.cross_attention_only { 1 } else { layout.attentions_per_block() }
     }
 
     /// Allocates the prompts with VPT's uniform initialisation.

@@ -91,7 +91,7 @@ fn leftovers(src: TensorMap, dst: &mut TensorMap, ignore: impl Fn(&str) -> bool)
 }
 
 /// Number of blocks in a checkpoint, from the largest index after `prefix`.
-fn count_blocks(map: &TensorMap, prefix: &str) -> usize {
+pub fn count_blocks(map: &TensorMap, prefix: &str) -> usize {
     map.tensors
         .keys()
         .filter_map(|k| k.strip_prefix(prefix)?.split(['/', '.']).next()?.parse::<usize>().ok())

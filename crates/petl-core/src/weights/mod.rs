@@ -9,4 +9,6 @@ mod readers;
 
 pub use apply::{LoadReport, apply, apply_with_ids, collect, collect_with_ids, stable_param_ids};
 pub use host::{HostTensor, TensorMap};
-pub use readers::{list_pickle_globals, read_checkpoint, read_npz, read_pth, read_safetensors, write_safetensors};
+pub use readers::{
+    list_pickle_globals, read_checkpoint, read_npz, read_pth, read_safetensors, safetensors_bytes, write_safetensors,
+};

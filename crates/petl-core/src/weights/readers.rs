@@ -1030,6 +1030,19 @@ pub fn read_checkpoint(path: &Path) -> Result<TensorMap> {
 
 /// Writes tensors as float32 safetensors, atomically (temporary file + rename).
 pub fn write_safetensors(path: &Path, map: &TensorMap, metadata: Option<HashMap<String, String>>) -> Result<()> {
+    let buffer = safetensors_bytes(map, metadata).map_err(|e| Error::format(path, e))?;
+    crate::io::write_atomic(path, &buffer)
+}
+
+/// `map` as float32 safetensors bytes, what [`write_safetensors`] writes (callers that also hash
+/// or send the bytes serialise once).
+///
+/// # Errors
+/// The serialiser's message.
+pub fn safetensors_bytes(
+    map: &TensorMap,
+    metadata: Option<HashMap<String, String>>,
+) -> std::result::Result<Vec<u8>, String> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = map
         .tensors
         .iter()
@@ -1043,7 +1056,5 @@ pub fn write_safetensors(path: &Path, map: &TensorMap, metadata: Option<HashMap<
             (k.clone(), view)
         })
         .collect();
-    let buffer =
-        safetensors::serialize(views, metadata).map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
-    crate::io::write_atomic(path, &buffer)
+    safetensors::serialize(views, metadata).map_err(|e| format!("cannot serialise: {e}"))
 }
