@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use apt::official::{Heads, Inspected, Official, OfficialBackbone, inspect, itm_head, load};
+use apt::official::{Heads, Inspected, Official, OfficialBackbone, build, inspect};
 use apt::{Variant, VariantConfig};
 use burn::module::Module;
 use burn::prelude::*;
@@ -38,7 +38,7 @@ use petl_core::data::vl_views::{meter_view, vilt_view};
 use petl_core::train::task::Task;
 use petl_core::train::vl::{PairRetrieval, VlClassification, VlClassify, Vqa};
 use petl_core::train::{ParamGroupConfig, TrainConfig, Trainer};
-use petl_core::vl_model::{VlHeadKind, VlModel};
+use petl_core::vl_model::VlHeadKind;
 use petl_core::weights::TensorMap;
 
 use crate::apt::AptTask as RealTask;
@@ -320,7 +320,6 @@ impl Real<'_> {
         let tuner = self.variants.init(variant, &backbone.layout(), &ad);
         let tokenizer = tok()?;
         let class_id = tokenizer.encode(&[String::new()], max_len)?.ids[0] as usize;
-        let itm = itm_head(&self.map, &ad);
         let vqa_vocab = if task == RealTask::Vqa {
             Some(VqaArrow::answer_vocab(&self.paths(&[&train_stems[..], &eval_stems[..]].concat()))?)
         } else {
@@ -332,16 +331,9 @@ impl Real<'_> {
             RealTask::Retrieval => VlHeadKind::Rank,
         };
         let class_token = (variant != Variant::Full).then_some(class_id);
-        let model = VlModel::new(backbone, tuner, head, class_token, itm.as_ref(), &ad);
-        let (model, report) = load(model, self.map.clone())?;
-        let unexplained: Vec<&String> = report
-            .missing
-            .iter()
-            .filter(|k| !(k.starts_with("head.") || k.starts_with("tuner.") || *k == "class_token"))
-            .collect();
-        if !report.mismatched.is_empty() || !unexplained.is_empty() {
-            bail!("{}: does not fit the model: {report}", self.map.source);
-        }
+        // A pretrained file has no task head, method or class token.
+        let pretrained = |k: &str| k.starts_with("head.") || k.starts_with("tuner.") || k == "class_token";
+        let model = build(backbone, tuner, head, class_token, self.map.clone(), pretrained, &ad)?;
         let model = if variant == Variant::Full { model.fully_trainable() } else { model.petl_trainable() };
         let mut trainer = Trainer::new(cfg);
         trainer.run_dir = Some(dir.to_path_buf());

@@ -28,13 +28,13 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use apt::Variant;
 use apt::official::{Heads, OfficialBackbone, inspect};
-use apt::{Variant, VlTuner};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use petl_core::bert::TextInput;
 use petl_core::train::vl::{VlClassify, VlInput};
-use petl_core::vl_model::{VlHeadKind, VlModel};
+use petl_core::vl_model::VlHeadKind;
 use petl_core::weights::TensorMap;
 
 use crate::predict::{PredictArgs, write_npy};
@@ -166,7 +166,6 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if let Some(bad) = pixels.iter().position(|v| !v.is_finite()) {
         bail!("{}: value {bad} is not finite", pixels_path.display());
     }
-    let itm = apt::official::itm_head(&map, &device);
     let inputs = Inputs { ids, t, pixels, n, h, w, pair, batch: args.batch.max(1) };
     let logits = match found.backbone {
         OfficialBackbone::Vilt(cfg) => {
@@ -194,10 +193,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
                     cfg.patch_size
                 );
             }
-            let tuner = found.variants.init(variant, &cfg.layout(), &device);
-            let class_token = (variant != Variant::Full).then_some(0);
-            let model = VlModel::new(cfg.init(&device), tuner, head, class_token, itm.as_ref(), &device);
-            predict(model, map, &inputs, 0, &device)?
+            predict(cfg.init(&device), &found.variants, variant, head, map, &inputs, 0, &device)?
         }
         OfficialBackbone::Meter(cfg) => {
             if args.backbone.as_deref().is_some_and(|b| b != "meter") {
@@ -223,10 +219,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 vision: petl_core::vit::VitConfig { image_size: h, ..cfg.vision.clone() },
                 ..cfg
             };
-            let tuner = found.variants.init(variant, &cfg.layout(), &device);
-            let class_token = (variant != Variant::Full).then_some(0);
-            let model = VlModel::new(cfg.init(&device), tuner, head, class_token, itm.as_ref(), &device);
-            predict(model, map, &inputs, 1, &device)?
+            predict(cfg.init(&device), &found.variants, variant, head, map, &inputs, 1, &device)?
         }
     };
     let k = logits.len() / n.max(1);
@@ -317,20 +310,23 @@ struct Inputs {
     batch: usize,
 }
 
-/// Loads `map` into `model` (strict: every tensor of the model present, nothing of another
-/// shape) and runs the inputs in batches.
+/// The model of `variant` on `backbone`, loaded from `map` (strict: every tensor of the model
+/// present, nothing of another shape), run on the inputs in batches (`pad`: the padding id).
+#[allow(clippy::too_many_arguments)]
 fn predict<E: apt::official::Official>(
-    model: VlModel<E, VlTuner>,
+    backbone: E,
+    variants: &apt::VariantConfig,
+    variant: Variant,
+    head: VlHeadKind,
     map: TensorMap,
     inputs: &Inputs,
     pad: i64,
     device: &Device,
 ) -> Result<Vec<f32>> {
-    let source = map.source.clone();
-    let (model, report) = apt::official::load(model, map)?;
-    if !report.missing.is_empty() || !report.mismatched.is_empty() {
-        bail!("{source}: does not fit the model it describes: {report}");
-    }
+    let tuner = variants.init(variant, &backbone.layout(), device);
+    // Any id: the file's `token4classifier` replaces the initial class token.
+    let class_token = (variant != Variant::Full).then_some(0);
+    let model = apt::official::build(backbone, tuner, head, class_token, map, |_| false, device)?;
     let slots = if inputs.pair { 2 } else { 1 };
     let per = 3 * inputs.h * inputs.w;
     let mut out = vec![];

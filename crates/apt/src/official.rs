@@ -25,7 +25,7 @@ use burn::prelude::*;
 
 use petl_core::meter::Meter;
 use petl_core::vilt::Vilt;
-use petl_core::vl_model::{VlBackbone, VlHead, VlModel};
+use petl_core::vl_model::{VlBackbone, VlHead, VlHeadKind, VlModel};
 use petl_core::weights::families::{count_blocks, meter_official, vilt_official};
 use petl_core::weights::{HostTensor, LoadReport, TensorMap, apply};
 use petl_core::{Error, Result};
@@ -318,6 +318,32 @@ pub fn load<E: Official>(model: VlModel<E, VlTuner>, src: TensorMap) -> Result<(
         return Err(Error::Weights { source_name: source, msg: "no tensor of the file fits the model".into() });
     }
     Ok((VlModel { backbone, tuner, class_token, head }, report))
+}
+
+/// A model with `tuner` and `head` on `backbone`, its retrieval head started from the file's ITM
+/// head, loaded from the official state dict `map` ([`load`]). `class_token`: the token whose
+/// embedding initialises `token4classifier` (a file that holds one overwrites it); `None` for
+/// full tuning. A model key the file lacks is an error unless `may_be_missing` accepts it (a
+/// pretrained file has no heads, method or class token); a mis-shaped key always is; keys the
+/// model does not take (other tasks' heads) are allowed.
+///
+/// # Errors
+/// A backbone key missing from the file, or the file not fitting the model (the keys named).
+pub fn build<E: Official>(
+    backbone: E,
+    tuner: VlTuner,
+    head: VlHeadKind,
+    class_token: Option<usize>,
+    map: TensorMap,
+    may_be_missing: impl Fn(&str) -> bool,
+    device: &Device,
+) -> Result<VlModel<E, VlTuner>> {
+    let itm = itm_head(&map, device);
+    let model = VlModel::new(backbone, tuner, head, class_token, itm.as_ref(), device);
+    let source = map.source.clone();
+    let (model, report) = load(model, map)?;
+    report.check_with(&source, may_be_missing, |_| true)?;
+    Ok(model)
 }
 
 /// Attention heads, which a state dict does not record (the official code derives them from

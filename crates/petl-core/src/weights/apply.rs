@@ -25,16 +25,29 @@ impl LoadReport {
     /// Strict check: an error naming every missing, unexpected or mis-shaped key, except
     /// missing paths for which `may_be_missing` returns true.
     pub fn check(self, source: &str, may_be_missing: impl Fn(&str) -> bool) -> crate::Result<Self> {
+        self.check_with(source, may_be_missing, |_| false)
+    }
+
+    /// [`LoadReport::check`], also allowing the unexpected source keys for which
+    /// `may_be_unexpected` returns true (a file that carries more than the model: other tasks'
+    /// heads, pretraining heads).
+    pub fn check_with(
+        self,
+        source: &str,
+        may_be_missing: impl Fn(&str) -> bool,
+        may_be_unexpected: impl Fn(&str) -> bool,
+    ) -> crate::Result<Self> {
         let missing: Vec<&String> = self.missing.iter().filter(|p| !may_be_missing(p)).collect();
-        if missing.is_empty() && self.unexpected.is_empty() && self.mismatched.is_empty() {
+        let unexpected: Vec<&String> = self.unexpected.iter().filter(|p| !may_be_unexpected(p)).collect();
+        if missing.is_empty() && unexpected.is_empty() && self.mismatched.is_empty() {
             return Ok(self);
         }
         let mut msg = String::from("checkpoint does not fit the model:");
         if !missing.is_empty() {
             msg += &format!(" missing keys {missing:?};");
         }
-        if !self.unexpected.is_empty() {
-            msg += &format!(" unexpected keys {:?};", self.unexpected);
+        if !unexpected.is_empty() {
+            msg += &format!(" unexpected keys {unexpected:?};");
         }
         for (p, want, got) in &self.mismatched {
             msg += &format!(
