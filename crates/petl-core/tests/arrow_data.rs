@@ -7,18 +7,20 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{Float64Builder, Int64Builder, ListBuilder, StringBuilder};
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, Int64Array, LargeBinaryArray, ListArray, NullArray, RecordBatch, StringArray,
+    ArrayRef, BinaryArray, Int64Array, LargeBinaryArray, ListArray, NullArray, RecordBatch, StringArray,
 };
 use arrow_buffer::OffsetBuffer;
-use arrow_ipc::writer::{FileWriter, StreamWriter};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::{DataType, Field};
 use image::{ImageFormat, Rgb, RgbImage};
 use petl_core::data::Samples;
 use petl_core::data::arrow::{
     ArrowImageView, ArrowTable, F30kArrow, Nlvr2Arrow, SampleRef, VILT_TEXT_PREFIX, VlArrowOptions, VqaArrow,
     read_arrow_table,
+};
+use petl_core::data::arrow_samples::{
+    f64_list_lists, int64_list_lists, int64_lists, record_batch, string_list_lists, string_lists, write_ipc,
 };
 use petl_core::data::preprocess::{Normalization, Preprocess};
 use petl_core::data::vl::VlTarget;
@@ -49,17 +51,11 @@ fn probe() -> VlArrowOptions {
 }
 
 fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
-    let fields: Vec<Field> = columns.iter().map(|(name, a)| Field::new(*name, a.data_type().clone(), true)).collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.into_iter().map(|(_, a)| a).collect()).unwrap()
+    record_batch(columns).unwrap()
 }
 
 fn write_file(path: &Path, batches: &[RecordBatch]) {
-    let file = std::fs::File::create(path).unwrap();
-    let mut writer = FileWriter::try_new(file, &batches[0].schema()).unwrap();
-    for b in batches {
-        writer.write(b).unwrap();
-    }
-    writer.finish().unwrap();
+    write_ipc(path, batches).unwrap();
 }
 
 fn binaries(values: &[&[u8]]) -> ArrayRef {
@@ -76,70 +72,6 @@ fn strings(values: &[&str]) -> ArrayRef {
 
 fn int64s(values: &[i64]) -> ArrayRef {
     Arc::new(Int64Array::from(values.to_vec()))
-}
-
-fn string_lists(rows: Vec<Vec<&str>>) -> ArrayRef {
-    let mut b = ListBuilder::new(StringBuilder::new());
-    for row in rows {
-        for s in row {
-            b.values().append_value(s);
-        }
-        b.append(true);
-    }
-    Arc::new(b.finish())
-}
-
-fn int64_lists(rows: Vec<Vec<i64>>) -> ArrayRef {
-    let mut b = ListBuilder::new(Int64Builder::new());
-    for row in rows {
-        for v in row {
-            b.values().append_value(v);
-        }
-        b.append(true);
-    }
-    Arc::new(b.finish())
-}
-
-fn string_list_lists(rows: Vec<Vec<Vec<&str>>>) -> ArrayRef {
-    let mut b = ListBuilder::new(ListBuilder::new(StringBuilder::new()));
-    for row in rows {
-        for list in row {
-            for s in list {
-                b.values().values().append_value(s);
-            }
-            b.values().append(true);
-        }
-        b.append(true);
-    }
-    Arc::new(b.finish())
-}
-
-fn int64_list_lists(rows: Vec<Vec<Vec<i64>>>) -> ArrayRef {
-    let mut b = ListBuilder::new(ListBuilder::new(Int64Builder::new()));
-    for row in rows {
-        for list in row {
-            for v in list {
-                b.values().values().append_value(v);
-            }
-            b.values().append(true);
-        }
-        b.append(true);
-    }
-    Arc::new(b.finish())
-}
-
-fn f64_list_lists(rows: Vec<Vec<Vec<f64>>>) -> ArrayRef {
-    let mut b = ListBuilder::new(ListBuilder::new(Float64Builder::new()));
-    for row in rows {
-        for list in row {
-            for v in list {
-                b.values().values().append_value(v);
-            }
-            b.values().append(true);
-        }
-        b.append(true);
-    }
-    Arc::new(b.finish())
 }
 
 /// `rows` empty lists typed `list<null>`: what pyarrow infers for the answer columns of the VQA

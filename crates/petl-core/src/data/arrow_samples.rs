@@ -3,12 +3,14 @@
 //! `write_f30k_karpathy.py` write), made in process: a coloured square on a plain background
 //! per image, with questions, statements and captions about its colour. They let the real-data
 //! pipeline (readers, views, recipe, tables) run end to end without the datasets, in tests and
-//! first trials; they are not a benchmark.
+//! first trials; they are not a benchmark. The column builders and the IPC writer serve the
+//! Arrow reader tests too.
 
+use std::borrow::Borrow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{Float64Builder, Int64Builder, ListBuilder, StringBuilder};
+use arrow_array::builder::{ArrayBuilder, Float64Builder, Int64Builder, ListBuilder, StringBuilder};
 use arrow_array::{ArrayRef, BinaryArray, Int64Array, RecordBatch, StringArray};
 use arrow_ipc::writer::FileWriter;
 use arrow_schema::{Field, Schema};
@@ -31,30 +33,102 @@ fn picture(c: usize, w: u32, h: u32) -> Vec<u8> {
     out.into_inner()
 }
 
-fn write(path: &Path, columns: Vec<(&str, ArrayRef)>) -> Result<()> {
+/// A record batch of named columns (every field nullable, as pandas-written files are).
+///
+/// # Errors
+/// Columns of different lengths (arrow's message).
+pub fn record_batch(columns: Vec<(&str, ArrayRef)>) -> std::result::Result<RecordBatch, String> {
     let fields: Vec<Field> = columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect();
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.into_iter().map(|(_, a)| a).collect())
-        .map_err(|e| Error::format(path, e.to_string()))?;
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.into_iter().map(|(_, a)| a).collect())
+        .map_err(|e| e.to_string())
+}
+
+/// Writes `batches` (one schema) as an Arrow IPC file.
+///
+/// # Errors
+/// A file that cannot be written, or batches of another schema (named by the file).
+pub fn write_ipc(path: &Path, batches: &[RecordBatch]) -> Result<()> {
+    let first = batches.first().ok_or_else(|| Error::format(path, "no record batch to write"))?;
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut w = FileWriter::try_new(file, &batch.schema()).map_err(|e| Error::format(path, e.to_string()))?;
-    w.write(&batch).map_err(|e| Error::format(path, e.to_string()))?;
-    w.finish().map_err(|e| Error::format(path, e.to_string()))?;
-    Ok(())
+    let mut w = FileWriter::try_new(file, &first.schema()).map_err(|e| Error::format(path, e.to_string()))?;
+    for b in batches {
+        w.write(b).map_err(|e| Error::format(path, e.to_string()))?;
+    }
+    w.finish().map_err(|e| Error::format(path, e.to_string()))
+}
+
+fn write(path: &Path, columns: Vec<(&str, ArrayRef)>) -> Result<()> {
+    write_ipc(path, &[record_batch(columns).map_err(|e| Error::format(path, e))?])
 }
 
 fn strings(v: Vec<String>) -> ArrayRef {
     Arc::new(StringArray::from(v))
 }
 
-fn string_lists(rows: &[Vec<String>]) -> ArrayRef {
-    let mut b = ListBuilder::new(StringBuilder::new());
+/// A `list<T>` column, one list per row, `push` appending a value to the inner builder.
+fn lists<T, B: ArrayBuilder>(
+    rows: impl IntoIterator<Item = impl IntoIterator<Item = T>>,
+    inner: B,
+    push: impl Fn(&mut B, T),
+) -> ArrayRef {
+    let mut b = ListBuilder::new(inner);
     for row in rows {
-        for s in row {
-            b.values().append_value(s);
+        for v in row {
+            push(b.values(), v);
         }
         b.append(true);
     }
     Arc::new(b.finish())
+}
+
+/// A `list<list<T>>` column (VQA's answers, labels and scores: per row, per question).
+fn list_lists<T, B: ArrayBuilder>(
+    rows: impl IntoIterator<Item = impl IntoIterator<Item = impl IntoIterator<Item = T>>>,
+    inner: B,
+    push: impl Fn(&mut B, T),
+) -> ArrayRef {
+    let mut b = ListBuilder::new(ListBuilder::new(inner));
+    for row in rows {
+        for list in row {
+            for v in list {
+                push(b.values().values(), v);
+            }
+            b.values().append(true);
+        }
+        b.append(true);
+    }
+    Arc::new(b.finish())
+}
+
+/// A `list<string>` column.
+pub fn string_lists<S: AsRef<str>>(rows: impl IntoIterator<Item = impl IntoIterator<Item = S>>) -> ArrayRef {
+    lists(rows, StringBuilder::new(), |b, s| b.append_value(s.as_ref()))
+}
+
+/// A `list<int64>` column.
+pub fn int64_lists<T: Borrow<i64>>(rows: impl IntoIterator<Item = impl IntoIterator<Item = T>>) -> ArrayRef {
+    lists(rows, Int64Builder::new(), |b, v| b.append_value(*v.borrow()))
+}
+
+/// A `list<list<string>>` column.
+pub fn string_list_lists<S: AsRef<str>>(
+    rows: impl IntoIterator<Item = impl IntoIterator<Item = impl IntoIterator<Item = S>>>,
+) -> ArrayRef {
+    list_lists(rows, StringBuilder::new(), |b, s| b.append_value(s.as_ref()))
+}
+
+/// A `list<list<int64>>` column.
+pub fn int64_list_lists<T: Borrow<i64>>(
+    rows: impl IntoIterator<Item = impl IntoIterator<Item = impl IntoIterator<Item = T>>>,
+) -> ArrayRef {
+    list_lists(rows, Int64Builder::new(), |b, v| b.append_value(*v.borrow()))
+}
+
+/// A `list<list<double>>` column.
+pub fn f64_list_lists<T: Borrow<f64>>(
+    rows: impl IntoIterator<Item = impl IntoIterator<Item = impl IntoIterator<Item = T>>>,
+) -> ArrayRef {
+    list_lists(rows, Float64Builder::new(), |b, v| b.append_value(*v.borrow()))
 }
 
 /// Writes the ten files (`vqav2_{train,trainable_val,rest_val,test-dev}`, `nlvr2_{train,dev,
@@ -83,56 +157,21 @@ pub fn write_vilt_samples(dir: &Path, rows: usize, w: u32, h: u32) -> Result<Vec
             cs.iter().map(|&c| if test { vec![] } else { vec![vec![c as i64], vec![4]] }).collect();
         let scores: Vec<Vec<Vec<f64>>> =
             cs.iter().map(|_| if test { vec![] } else { vec![vec![1.0], vec![1.0]] }).collect();
-        let mut ans = ListBuilder::new(ListBuilder::new(StringBuilder::new()));
-        for row in &answers {
-            for list in row {
-                for a in list {
-                    ans.values().values().append_value(a);
-                }
-                ans.values().append(true);
-            }
-            ans.append(true);
-        }
-        let mut lab = ListBuilder::new(ListBuilder::new(Int64Builder::new()));
-        for row in &labels {
-            for list in row {
-                for v in list {
-                    lab.values().values().append_value(*v);
-                }
-                lab.values().append(true);
-            }
-            lab.append(true);
-        }
-        let mut sco = ListBuilder::new(ListBuilder::new(Float64Builder::new()));
-        for row in &scores {
-            for list in row {
-                for v in list {
-                    sco.values().values().append_value(*v);
-                }
-                sco.values().append(true);
-            }
-            sco.append(true);
-        }
-        let mut qid = ListBuilder::new(Int64Builder::new());
-        for r in 0..rows {
-            for j in 0..2 {
-                qid.values().append_value((s * 100_000 + r * 10 + j) as i64);
-            }
-            qid.append(true);
-        }
+        let qids: Vec<Vec<i64>> =
+            (0..rows).map(|r| (0..2).map(|j| (s * 100_000 + r * 10 + j) as i64).collect()).collect();
         write(
             &path,
             vec![
                 ("image", Arc::new(BinaryArray::from_vec(images.iter().map(Vec::as_slice).collect()))),
                 ("questions", string_lists(&questions)),
-                ("answers", Arc::new(ans.finish())),
-                ("answer_labels", Arc::new(lab.finish())),
-                ("answer_scores", Arc::new(sco.finish())),
+                ("answers", string_list_lists(&answers)),
+                ("answer_labels", int64_list_lists(&labels)),
+                ("answer_scores", f64_list_lists(&scores)),
                 (
                     "image_id",
                     Arc::new(Int64Array::from((0..rows as i64).map(|r| s as i64 * 1000 + r).collect::<Vec<_>>())),
                 ),
-                ("question_id", Arc::new(qid.finish())),
+                ("question_id", int64_lists(&qids)),
                 ("split", strings(vec![split.to_string(); rows])),
             ],
         )?;
