@@ -253,7 +253,8 @@ struct Column {
     group: String,
     train: Box<dyn ImageDataset>,
     test: Box<dyn ImageDataset>,
-    /// The image files behind `train` and `test` (real data), decoded once before training.
+    /// The image files behind `train` and `test` (real data) still to be decoded once before
+    /// training (none when `--skip-bad-samples` decoded them while opening the splits).
     images: Vec<PathBuf>,
     /// Samples left out by `--skip-bad-samples`: `(file, reason)`.
     skipped: Vec<(String, String)>,
@@ -616,7 +617,7 @@ fn real_columns(args: &ReproduceArgs, backbone: &BackboneConfig) -> Result<Vec<C
             columns.push(Column {
                 task: task.folder().to_string(),
                 group: format!("{:?}", task.group()),
-                images: [image_paths(&train), image_paths(&test)].concat(),
+                images: unchecked_images(args, &train, &test),
                 skipped,
                 train: Box::new(train),
                 test: Box::new(test),
@@ -634,7 +635,7 @@ fn real_columns(args: &ReproduceArgs, backbone: &BackboneConfig) -> Result<Vec<C
             columns.push(Column {
                 task: task.folder().to_string(),
                 group: "FGVC".to_string(),
-                images: [image_paths(&train), image_paths(&test)].concat(),
+                images: unchecked_images(args, &train, &test),
                 skipped,
                 train: Box::new(train),
                 test: Box::new(test),
@@ -669,6 +670,16 @@ fn skip_bad<T: petl_core::data::FileTask>(
         println!("skipped {}: {reason}", file.display());
     }
     Ok((train, test, skipped.into_iter().map(|(f, r)| (f.display().to_string(), r)).collect()))
+}
+
+/// The image files the run still has to decode before training: all of both splits, or none
+/// when `--skip-bad-samples` has decoded every one already.
+fn unchecked_images<T: petl_core::data::FileTask>(
+    args: &ReproduceArgs,
+    train: &petl_core::data::FileDataset<T>,
+    test: &petl_core::data::FileDataset<T>,
+) -> Vec<PathBuf> {
+    if args.skip_bad_samples { vec![] } else { [image_paths(train), image_paths(test)].concat() }
 }
 
 /// The image files of a file dataset, in sample order.

@@ -54,10 +54,7 @@ pub fn vilt_canvas(shorter: u32, patch: u32) -> u32 {
 pub fn vilt_view(shorter: u32, patch: u32) -> ArrowImageView {
     let canvas = vilt_canvas(shorter, patch) as usize;
     ArrowImageView::custom(format!("vilt(shorter {shorter}, patch {patch}, canvas {canvas})"), move |img, augment| {
-        let img = match augment {
-            Some(seed) => rand_augment(img, 2, 9, seed),
-            None => img.clone(),
-        };
+        let img = augmented(img, augment);
         let (w, h) = vilt_size(img.width(), img.height(), shorter, patch);
         let resized = resize_like_pil(&img, w, h, FilterType::CatmullRom);
         let mut chw = to_chw_unit(&resized);
@@ -77,10 +74,7 @@ pub fn vilt_view(shorter: u32, patch: u32) -> ArrowImageView {
 /// METER's view (module docs): `[3, R, R]`.
 pub fn meter_view(resolution: u32) -> ArrowImageView {
     ArrowImageView::custom(format!("meter({resolution})"), move |img, augment| {
-        let img = match augment {
-            Some(seed) => rand_augment(img, 2, 9, seed),
-            None => img.clone(),
-        };
+        let img = augmented(img, augment);
         let (w, h) = (u64::from(img.width().max(1)), u64::from(img.height().max(1)));
         let r = u64::from(resolution);
         // torchvision Resize(int): the shorter side to r, the longer ⌊r · long / short⌋.
@@ -93,6 +87,15 @@ pub fn meter_view(resolution: u32) -> ArrowImageView {
         Normalization::Clip.apply(&mut chw);
         Ok(chw)
     })
+}
+
+/// `img` through [`rand_augment`] (N 2, M 9) when training (`augment` seeds it), as it is
+/// otherwise.
+fn augmented(img: &RgbImage, augment: Option<u64>) -> std::borrow::Cow<'_, RgbImage> {
+    match augment {
+        Some(seed) => std::borrow::Cow::Owned(rand_augment(img, 2, 9, seed)),
+        None => std::borrow::Cow::Borrowed(img),
+    }
 }
 
 /// RandAugment (Cubuk et al. 2020) as ViLT's and METER's `randaug.py`: `n` operations drawn
