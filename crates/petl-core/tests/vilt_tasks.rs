@@ -81,7 +81,7 @@ fn pretraining_and_cross_encoder_retrieval_run_through_the_loop() {
     let trainer =
         Trainer::new(TrainConfig::new().with_epochs(1).with_warmup_epochs(0).with_batch_size(8).with_lr(1e-3));
     let (pre, report) =
-        trainer.fit_task(ViltPretraining::new(cfg.init(&device), &device), &task, &[&data], &[&data]).unwrap();
+        trainer.fit_task(ViltPretraining::vilt(cfg.init(&device), &device), &task, &[&data], &[&data]).unwrap();
     assert!(report.epochs[0].train_loss.is_finite());
     assert!(report.epochs[0].test_metrics.contains_key("mlm_accuracy"));
 

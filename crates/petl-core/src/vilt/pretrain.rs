@@ -1,7 +1,10 @@
-//! Pretraining a ViLT in-process, as ViLT was pretrained (its `vilt_200k_mlm_itm` checkpoint):
-//! image–text matching (ITM) and masked language modelling (MLM) on captioned images. The
-//! embedded reproductions use it to give the downstream methods a pretrained backbone without
-//! a download.
+//! Pretraining a vision–language backbone in-process, as ViLT (its `vilt_200k_mlm_itm`
+//! checkpoint) and METER (`meter_clip16_288_roberta_pretrain`) were pretrained: image–text
+//! matching (ITM) and masked language modelling (MLM) on captioned images. The embedded
+//! reproductions use it to give the downstream methods a pretrained backbone without a
+//! download. Any [`VlBackbone`] works: the ITM head reads the pooled feature (ViLT `[D]`;
+//! METER both poolers, `[2D]`, as METER's `itm_score`), the MLM head the text tokens of the
+//! encoder's last state (ViLT's joint sequence; METER's fused text stream).
 //!
 //! Each batch of captioned images ([`VlTarget::Match`] samples) pairs every odd-indexed
 //! caption with the next sample's image (a mismatch unless both show the same image), masks
@@ -21,20 +24,21 @@ use super::{Vilt, ViltInput};
 use crate::data::Samples;
 use crate::data::text::HfTokenizer;
 use crate::data::vl::{VlSample, VlTarget};
-use crate::encoder::{EncodeOptions, Encoder};
+use crate::encoder::EncodeOptions;
 use crate::hooks::NoHooks;
 use crate::ops::gelu;
 use crate::train::objectives::{IGNORE_INDEX, seq2seq_cross_entropy};
 use crate::train::task::{Evaluation, Task, TaskOutput, cross_entropy_top1, for_each_batch};
 use crate::train::vl::{targets, vl_images};
+use crate::vl_model::VlBackbone;
 use crate::{Error, Result};
 
-/// A ViLT with its pretraining heads: ITM (`[D, 2]`, "match" is class 1) and BERT's MLM head
-/// (dense, GELU, LayerNorm, decoder to the vocabulary).
+/// A backbone with its pretraining heads: ITM (`[F, 2]` over the pooled feature, "match" is
+/// class 1) and BERT's MLM head (dense, GELU, LayerNorm, decoder to the vocabulary).
 #[derive(Module, Debug)]
-pub struct ViltPretraining {
+pub struct VlPretraining<E: VlBackbone> {
     /// The backbone (fully trained).
-    pub backbone: Vilt,
+    pub backbone: E,
     /// Image–text matching head.
     pub itm: Linear,
     /// MLM transform.
@@ -45,13 +49,24 @@ pub struct ViltPretraining {
     pub mlm_decoder: Linear,
 }
 
+/// ViLT with its pretraining heads.
+pub type ViltPretraining = VlPretraining<Vilt>;
+
 impl ViltPretraining {
-    /// Heads for `backbone`, freshly initialised.
-    pub fn new(backbone: Vilt, device: &Device) -> Self {
-        let d = backbone.hidden_size();
+    /// Heads for `backbone` (its own vocabulary), freshly initialised.
+    pub fn vilt(backbone: Vilt, device: &Device) -> Self {
         let vocab = backbone.word_embeddings.weight.dims()[0];
+        Self::new(backbone, vocab, device)
+    }
+}
+
+impl<E: VlBackbone> VlPretraining<E> {
+    /// Heads for `backbone` over a `vocab`-word vocabulary, freshly initialised.
+    pub fn new(backbone: E, vocab: usize, device: &Device) -> Self {
+        let d = backbone.hidden_size();
+        let f = backbone.layout().feature_dim;
         Self {
-            itm: LinearConfig::new(d, 2).init(device),
+            itm: LinearConfig::new(f, 2).init(device),
             mlm_dense: LinearConfig::new(d, d).init(device),
             mlm_norm: LayerNormConfig::new(d).with_epsilon(1e-12).init(device),
             mlm_decoder: LinearConfig::new(d, vocab).init(device),
@@ -166,7 +181,7 @@ impl ItmMlm {
     }
 }
 
-impl Task<ViltPretraining> for ItmMlm {
+impl<E: VlBackbone> Task<VlPretraining<E>> for ItmMlm {
     type Item = VlSample;
     type Batch = ItmMlmBatch;
 
@@ -178,13 +193,18 @@ impl Task<ViltPretraining> for ItmMlm {
         self.build(&items, device)
     }
 
-    fn forward(&self, model: &ViltPretraining, batch: ItmMlmBatch) -> TaskOutput {
+    fn forward(&self, model: &VlPretraining<E>, batch: ItmMlmBatch) -> TaskOutput {
         let (itm, mlm) = model.forward(batch.input);
         let itm = cross_entropy_top1(itm, batch.matched, 0.0);
         TaskOutput { loss: itm.loss + seq2seq_cross_entropy(mlm, batch.labels), score_sum: itm.score_sum }
     }
 
-    fn evaluate(&self, model: &ViltPretraining, data: &dyn Samples<VlSample>, batch_size: usize) -> Result<Evaluation> {
+    fn evaluate(
+        &self,
+        model: &VlPretraining<E>,
+        data: &dyn Samples<VlSample>,
+        batch_size: usize,
+    ) -> Result<Evaluation> {
         let device = model.devices().first().cloned().unwrap_or_default();
         let (mut itm_hits, mut n, mut mlm_hits, mut masked) = (0usize, 0usize, 0usize, 0usize);
         for_each_batch(data, batch_size, |items| {
