@@ -28,7 +28,8 @@ pub struct PredictArgs {
     /// Method of the checkpoint (`cargo xtask methods`): arc, arc-att, lora, adapter,
     /// deep-prompt, linear, full.
     pub method: String,
-    /// The trained checkpoint (petl adapter `.safetensors`, or an official ARC `.pth`).
+    /// The trained checkpoint (petl adapter `.safetensors`, an official ARC `.pth`, or for `apt`
+    /// an official ViLT / METER state dict).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Model JSON (`image_size`, `patch_size`, `hidden_size`, `num_layers`, `num_heads`,
@@ -38,7 +39,8 @@ pub struct PredictArgs {
     /// Backbone preset instead of `--config`.
     #[arg(long)]
     pub backbone: Option<String>,
-    /// Pretrained backbone weights for adapter-only checkpoints.
+    /// Pretrained backbone weights for adapter-only checkpoints (`apt`: the backbone the run
+    /// trained from, the embedded pretraining cache or the official checkpoint).
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Folder of images (sorted by name; VTAB preprocessing at the model's size). `predict apt`:
@@ -48,10 +50,10 @@ pub struct PredictArgs {
     /// APT: a file of texts, one per line (with `--images` and `--tokenizer`).
     #[arg(long)]
     pub text: Option<PathBuf>,
-    /// APT: the checkpoint's tokenizer.json for `--text`.
+    /// APT: the checkpoint's tokenizer.json for `--text` (an adapter names its run's).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// APT: ViLT's shorter side / METER's resolution for `--images` (384).
+    /// APT: ViLT's shorter side / METER's resolution for `--images` (384; an adapter's run's).
     #[arg(long)]
     pub resolution: Option<u32>,
     /// Preprocessed float32 tensor `[N, 3, H, W]` (`.npy`).
@@ -60,7 +62,7 @@ pub struct PredictArgs {
     /// Output `.npy` of float32 logits `[N, K]`.
     #[arg(long)]
     pub output: PathBuf,
-    /// APT: the task whose logits to write (`vqa`, `nlvr2`, `irtr`).
+    /// APT: the task whose logits to write (`vqa`, `nlvr2`, `irtr`; an adapter's own by default).
     #[arg(long)]
     pub task: Option<String>,
     /// APT: the method the checkpoint must hold (read off the file when absent).
@@ -333,10 +335,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
             }
             check_config(&args.checkpoint, &given, &found)?;
         }
-        if let Some(b) = &args.backbone {
-            if BackboneConfig::preset(b)? != backbone {
-                bail!("{path}: checkpoint was trained on another backbone than --backbone {b}");
-            }
+        if let Some(b) = &args.backbone
+            && BackboneConfig::preset(b)? != backbone
+        {
+            bail!("{path}: checkpoint was trained on another backbone than --backbone {b}");
         }
         backbone.validate().with_context(|| format!("{path}: the backbone it was trained on"))?;
         let mut model = spec.build(&backbone, classes, &device)?;

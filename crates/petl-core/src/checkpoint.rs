@@ -80,15 +80,61 @@ pub fn save_adapter(path: &Path, tensors: &TensorMap, config: &serde_json::Value
 pub fn load_adapter(path: &Path) -> Result<(TensorMap, serde_json::Value)> {
     let tensors = read_safetensors(path)?;
     tensors.check_finite()?;
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::format(path, format!("bad safetensors header: {e}")))?;
-    let json = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(CONFIG_KEY))
+    let config = stored_config(path)?
         .ok_or_else(|| Error::format(path, format!("no `{CONFIG_KEY}` metadata: not a petl adapter checkpoint")))?;
-    let config =
-        serde_json::from_str(json).map_err(|e| Error::format(path, format!("`{CONFIG_KEY}` is not JSON: {e}")))?;
     Ok((tensors, config))
+}
+
+/// The config a safetensors file stores under [`CONFIG_KEY`] in its metadata, read from the
+/// header alone: `Ok(None)` for a file without one (a plain state dict), so a caller can tell an
+/// adapter checkpoint from a state dict before reading any tensor.
+///
+/// # Errors
+/// A file that is not safetensors (its header length or JSON), or a config that is not JSON.
+pub fn stored_config(path: &Path) -> Result<Option<serde_json::Value>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut len_field = [0u8; 8];
+    file.read_exact(&mut len_field)
+        .map_err(|_| Error::format(path, format!("not a valid safetensors file: only {file_len} bytes")))?;
+    let header_len = u64::from_le_bytes(len_field);
+    // The format caps its header at 100 MB.
+    if header_len > file_len - 8 || header_len > 100 << 20 {
+        return Err(Error::format(
+            path,
+            format!("not a valid safetensors file: its header claims {header_len} bytes, {} follow", file_len - 8),
+        ));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| Error::format(path, format!("bad safetensors header: {e}")))?;
+    let Some(json) = header.get("__metadata__").and_then(|m| m.get(CONFIG_KEY)) else { return Ok(None) };
+    let json = json.as_str().ok_or_else(|| Error::format(path, format!("`{CONFIG_KEY}` is not a string")))?;
+    serde_json::from_str(json).map(Some).map_err(|e| Error::format(path, format!("`{CONFIG_KEY}` is not JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::HostTensor;
+
+    #[test]
+    fn stored_config_tells_adapters_from_state_dicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tensors = TensorMap::new("test");
+        tensors.insert("head.weight", HostTensor::new(vec![2], vec![1.0, 2.0]));
+        let adapter = dir.path().join("adapter.safetensors");
+        let config = serde_json::json!({ "paper": "apt", "task": "vqa" });
+        save_adapter(&adapter, &tensors, &config).unwrap();
+        assert_eq!(stored_config(&adapter).unwrap(), Some(config.clone()));
+        assert_eq!(load_adapter(&adapter).unwrap().1, config);
+        let plain = dir.path().join("plain.safetensors");
+        write_safetensors(&plain, &tensors, None).unwrap();
+        assert_eq!(stored_config(&plain).unwrap(), None);
+        assert!(load_adapter(&plain).unwrap_err().to_string().contains("not a petl adapter checkpoint"));
+        std::fs::write(&plain, b"short").unwrap();
+        assert!(stored_config(&plain).unwrap_err().to_string().contains("not a valid safetensors file"));
+    }
 }
