@@ -4,7 +4,10 @@
 //! The embedded default stands in for VQAv2, NLVR2 and Flickr30K with the shapes world's
 //! generated language (`shapes-vqa`, `shapes-nlvr`, `shapes-retrieval`) and for ViLT-B/32 with a
 //! small ViLT (D 64, 4 layers, 32 px images, patch 8) pretrained in-process with ITM + MLM on
-//! generated captions (cached in `target/petl-cache/`). Every method of the tables trains on
+//! generated captions (cached in `target/petl-cache/`). `--backbone meter` stands in for METER
+//! with a small METER of the same width (a 2-layer BERT-style text tower, the same shapes-
+//! pretrained 4-layer ViT as image tower, 2 co-attention fusion layers per stream) pretrained the
+//! same way (METER's own pretraining is ITM + MLM too). Every method of the tables trains on
 //! each task from that frozen backbone with the paper's trainable sets; the table prints the
 //! measured scores beside each method's added parameters and FLOPs on the embedded model, and
 //! the same two columns at the paper's scale (ViLT-B/32 and METER).
@@ -16,16 +19,18 @@ use apt::accounting::{Arch, extra_flops, updated_params};
 use apt::{Variant, VariantConfig, VlTuner};
 use burn::module::Module;
 use burn::prelude::*;
+use petl_core::bert::BertConfig;
 use petl_core::data::Samples;
 use petl_core::data::shapes::language::{ShapesVl, VlTask, answer_vocab, word_tokenizer, word_vocab};
 use petl_core::data::text::HfTokenizer;
 use petl_core::data::vl::VlSample;
-use petl_core::encoder::Encoder;
+use petl_core::merge::LinearSites;
+use petl_core::meter::MeterConfig;
 use petl_core::train::vl::{PairRetrieval, VlClassification, VlClassify, Vqa, vl_input};
 use petl_core::train::{TrainConfig, Trainer};
-use petl_core::vilt::pretrain::{ItmMlm, ViltPretraining};
-use petl_core::vilt::{Vilt, ViltConfig};
-use petl_core::vl_model::{ViltModel, VlHeadKind};
+use petl_core::vilt::ViltConfig;
+use petl_core::vilt::pretrain::{ItmMlm, VlPretraining};
+use petl_core::vl_model::{ViltModel, VlBackbone, VlHeadKind, VlModel};
 use petl_core::weights::{HostTensor, TensorMap, apply, collect, read_safetensors, write_safetensors};
 
 use crate::bench::median;
@@ -68,9 +73,20 @@ impl AptTask {
     }
 }
 
+/// Which embedded backbone a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    Vilt,
+    Meter,
+}
+
 /// Sizes of the embedded run.
 struct Embedded {
+    /// The ViLT stand-in (its image tower's sizes are the METER stand-in's too).
     vilt: ViltConfig,
+    /// The METER stand-in (`--backbone meter`).
+    meter: MeterConfig,
+    which: Which,
     vit_pretrain_n: usize,
     vit_pretrain_epochs: usize,
     pretrain_n: usize,
@@ -86,12 +102,35 @@ struct Embedded {
     epochs: usize,
 }
 
+/// A small METER around the ViLT stand-in's sizes: a BERT-style text tower (`text_layers`
+/// blocks, learned positions over `vilt.max_text_len` tokens), the ViLT's image transformer as a
+/// Google-style ViT image tower (the shapes-pretrained ViT loads into it), and `fusion_layers`
+/// co-attention layers per stream of the same width.
+fn meter_config(vilt: &ViltConfig, text_layers: usize, fusion_layers: usize) -> MeterConfig {
+    let (d, h, m) = (vilt.hidden_size, vilt.num_heads, vilt.mlp_dim);
+    MeterConfig::new(BertConfig::new(vilt.vocab_size, d, text_layers, h, m, vilt.max_text_len), vilt.vit())
+        .with_hidden_size(d)
+        .with_num_layers(fusion_layers)
+        .with_num_heads(h)
+        .with_intermediate_size(m)
+}
+
 impl Embedded {
-    fn new(scale: Scale) -> Self {
+    fn new(scale: Scale, which: Which) -> Self {
         let vocab = word_vocab().len();
+        let vilt = match scale {
+            Scale::Default => ViltConfig::new(vocab, 64, 4, 4, 128, 32, 8, 32).with_modality_types(3),
+            Scale::Smoke => ViltConfig::new(vocab, 32, 2, 2, 64, 32, 8, 16).with_modality_types(3),
+        };
+        let meter = match scale {
+            Scale::Default => meter_config(&vilt, 2, 2),
+            Scale::Smoke => meter_config(&vilt, 1, 1),
+        };
         match scale {
             Scale::Default => Self {
-                vilt: ViltConfig::new(vocab, 64, 4, 4, 128, 32, 8, 32).with_modality_types(3),
+                vilt,
+                meter,
+                which,
                 vit_pretrain_n: 8_000,
                 vit_pretrain_epochs: 5,
                 pretrain_n: 10_000,
@@ -100,13 +139,15 @@ impl Embedded {
                 nlvr_train_n: 600,
                 test_n: 500,
                 retrieval_train_n: 400,
-                retrieval_test_n: 200,
+                retrieval_test_n: 400,
                 negatives: 5,
                 prompts: 40,
                 epochs: 10,
             },
             Scale::Smoke => Self {
-                vilt: ViltConfig::new(vocab, 32, 2, 2, 64, 32, 8, 16).with_modality_types(3),
+                vilt,
+                meter,
+                which,
                 vit_pretrain_n: 500,
                 vit_pretrain_epochs: 1,
                 pretrain_n: 500,
@@ -123,11 +164,63 @@ impl Embedded {
         }
     }
 
-    /// Tokens per sample of the embedded model: every text position and image patch plus the
+    /// Tokens per sample of the embedded ViLT: every text position and image patch plus the
     /// class token (the FLOP formulas' `N`).
     fn tokens(&self) -> usize {
         let g = self.vilt.image_size / self.vilt.patch_size;
         self.vilt.max_text_len + 1 + g * g
+    }
+
+    /// The embedded backbone as the FLOP formulas see it.
+    fn arch(&self) -> Arch {
+        match self.which {
+            Which::Vilt => Arch::SingleStream {
+                layers: self.vilt.num_layers,
+                dim: self.vilt.hidden_size,
+                tokens: self.tokens(),
+                backbone_params: self.vilt.num_params(),
+            },
+            Which::Meter => {
+                let g = self.vilt.image_size / self.vilt.patch_size;
+                Arch::TwoStream {
+                    layers: self.meter.num_layers,
+                    dim: self.meter.hidden_size,
+                    text_tokens: self.vilt.max_text_len,
+                    image_tokens: 1 + g * g,
+                    backbone_params: self.meter.num_params(),
+                }
+            }
+        }
+    }
+
+    /// The tuned blocks of the embedded backbone.
+    fn layout(&self) -> petl_core::hooks::Layout {
+        match self.which {
+            Which::Vilt => self.vilt.layout(),
+            Which::Meter => self.meter.layout(),
+        }
+    }
+
+    /// The embedded backbone's config (settings and checkpoints record it).
+    fn backbone_json(&self) -> serde_json::Value {
+        match self.which {
+            Which::Vilt => serde_json::to_value(&self.vilt).expect("config serialises"),
+            Which::Meter => serde_json::to_value(&self.meter).expect("config serialises"),
+        }
+    }
+
+    fn backbone_kind(&self) -> &'static str {
+        match self.which {
+            Which::Vilt => "vilt",
+            Which::Meter => "meter",
+        }
+    }
+
+    fn backbone_params(&self) -> usize {
+        match self.which {
+            Which::Vilt => self.vilt.num_params(),
+            Which::Meter => self.meter.num_params(),
+        }
     }
 }
 
@@ -138,47 +231,98 @@ fn tokenizer() -> Result<HfTokenizer> {
 /// Id of `[CLS]` in the shapes vocabulary (its embedding initialises `token4classifier`).
 const CLS_ID: usize = 2;
 
-/// Pretrains the embedded ViLT with ITM + MLM on generated captions (all parameters), cached
-/// under `target/petl-cache/` keyed by config, data size, epochs and seed. The file holds the
-/// backbone's tensors and the ITM head (`itm.*`).
+/// Pretrains the embedded backbone with ITM + MLM on generated captions (all parameters),
+/// cached under `target/petl-cache/` keyed by config, data size, epochs and seed. The file holds
+/// the backbone's tensors and the ITM head (`itm.*`). The image transformer (ViLT) or image
+/// tower (METER) starts from the shapes-pretrained ViT, as ViLT starts from an ImageNet ViT and
+/// METER from CLIP's; METER's text tower starts from scratch (RoBERTa's pretraining has no
+/// stand-in here; the MLM term trains it).
 fn pretrained(e: &Embedded, seed: u64, device: &Device, quiet: bool) -> Result<PathBuf> {
     let v = &e.vilt;
-    let name = format!(
-        "shapes-vilt-s{}-p{}-d{}-l{}-h{}-m{}-t{}-n{}-e{}-vit{}x{}-cw2-seed{}.safetensors",
-        v.image_size,
-        v.patch_size,
-        v.hidden_size,
-        v.num_layers,
-        v.num_heads,
-        v.mlp_dim,
-        v.max_text_len,
-        e.pretrain_n,
-        e.pretrain_epochs,
-        e.vit_pretrain_n,
-        e.vit_pretrain_epochs,
-        seed
-    );
+    let name = match e.which {
+        Which::Vilt => format!(
+            "shapes-vilt-s{}-p{}-d{}-l{}-h{}-m{}-t{}-n{}-e{}-vit{}x{}-cw2-seed{}.safetensors",
+            v.image_size,
+            v.patch_size,
+            v.hidden_size,
+            v.num_layers,
+            v.num_heads,
+            v.mlp_dim,
+            v.max_text_len,
+            e.pretrain_n,
+            e.pretrain_epochs,
+            e.vit_pretrain_n,
+            e.vit_pretrain_epochs,
+            seed
+        ),
+        Which::Meter => format!(
+            "shapes-meter-s{}-p{}-d{}-text{}-vision{}-fusion{}-h{}-m{}-t{}-n{}-e{}-vit{}x{}-cw2-seed{}.safetensors",
+            v.image_size,
+            v.patch_size,
+            e.meter.hidden_size,
+            e.meter.text.num_hidden_layers,
+            e.meter.vision.num_layers,
+            e.meter.num_layers,
+            e.meter.num_heads,
+            e.meter.intermediate_size,
+            v.max_text_len,
+            e.pretrain_n,
+            e.pretrain_epochs,
+            e.vit_pretrain_n,
+            e.vit_pretrain_epochs,
+            seed
+        ),
+    };
     let path = cache_dir().join(&name);
+    let what = e.backbone_kind().to_uppercase().replace("VILT", "ViLT");
     if path.exists() {
-        println!("pretrained ViLT: {} (cached)", path.display());
+        println!("pretrained {what}: {} (cached)", path.display());
         return Ok(path);
     }
+    // The image side starts from a ViT of the same sizes pretrained on the shapes world's
+    // classification task.
+    let vit = pretrained_vit(&v.vit(), e.vit_pretrain_n, e.vit_pretrain_epochs, seed, device, quiet)?;
     println!(
-        "pretraining the embedded ViLT with ITM + MLM ({} captions, {} epochs) ...",
+        "pretraining the embedded {what} with ITM + MLM ({} captions, {} epochs) ...",
         e.pretrain_n, e.pretrain_epochs
     );
-    let train = ShapesVl::new(VlTask::Retrieval, e.pretrain_n, v.image_size, seed.wrapping_add(3000));
-    let test = ShapesVl::new(VlTask::Retrieval, 500, v.image_size, seed.wrapping_add(4000));
-    // ViLT starts its transformer from an ImageNet-pretrained ViT; here: a ViT of the same
-    // sizes pretrained on the shapes world's classification task.
-    let vit = pretrained_vit(&v.vit(), e.vit_pretrain_n, e.vit_pretrain_epochs, seed, device, quiet)?;
     let ad = device.clone().autodiff();
     ad.seed(seed);
-    let mut backbone = v.init(&ad);
-    let (transformer, report) = apply(backbone.transformer, read_safetensors(&vit)?);
-    report.check(&vit.display().to_string(), |_| false)?;
-    backbone.transformer = transformer;
-    let model = ViltPretraining::new(backbone, &ad);
+    let vit_map = read_safetensors(&vit)?;
+    let vit_name = vit.display().to_string();
+    let vocab = word_vocab().len();
+    let map = match e.which {
+        Which::Vilt => {
+            let mut backbone = v.init(&ad);
+            let (transformer, report) = apply(backbone.transformer, vit_map);
+            report.check(&vit_name, |_| false)?;
+            backbone.transformer = transformer;
+            pretrain_with_itm_mlm(e, VlPretraining::new(backbone, vocab, &ad), seed, quiet)?
+        }
+        Which::Meter => {
+            let mut backbone = e.meter.init(&ad);
+            let (vision, report) = apply(backbone.vision, vit_map);
+            report.check(&vit_name, |_| false)?;
+            backbone.vision = vision;
+            pretrain_with_itm_mlm(e, VlPretraining::new(backbone, vocab, &ad), seed, quiet)?
+        }
+    };
+    std::fs::create_dir_all(cache_dir())?;
+    write_safetensors(&path, &map, None)?;
+    Ok(path)
+}
+
+/// Trains `model` with ITM + MLM (content words masked) and returns the backbone's and the ITM
+/// head's tensors (`itm.*`).
+fn pretrain_with_itm_mlm<E: VlBackbone>(
+    e: &Embedded,
+    model: VlPretraining<E>,
+    seed: u64,
+    quiet: bool,
+) -> Result<TensorMap> {
+    let v = &e.vilt;
+    let train = ShapesVl::new(VlTask::Retrieval, e.pretrain_n, v.image_size, seed.wrapping_add(3000));
+    let test = ShapesVl::new(VlTask::Retrieval, 500, v.image_size, seed.wrapping_add(4000));
     let vocab = word_vocab();
     let id = |t: &str| vocab.iter().position(|w| w == t).expect("special token") as i64;
     let task = ItmMlm {
@@ -211,7 +355,7 @@ fn pretrained(e: &Embedded, seed: u64, device: &Device, quiet: bool) -> Result<P
         .with_seed(seed);
     let mut trainer = Trainer::new(cfg);
     trainer.progress = !quiet;
-    trainer.label = "pretrain ViLT".into();
+    trainer.label = format!("pretrain {}", e.backbone_kind());
     let (model, report) =
         trainer.fit_task(model, &task, &[&train as &dyn Samples<VlSample>], &[&test as &dyn Samples<VlSample>])?;
     let last = report.epochs.last().map(|l| l.test_metrics.clone()).unwrap_or_default();
@@ -225,13 +369,15 @@ fn pretrained(e: &Embedded, seed: u64, device: &Device, quiet: bool) -> Result<P
     for (k, t) in collect(&model.itm, |_, _| true).tensors {
         map.insert(format!("itm.{k}"), t);
     }
-    std::fs::create_dir_all(cache_dir())?;
-    write_safetensors(&path, &map, None)?;
-    Ok(path)
+    Ok(map)
 }
 
-/// The pretrained backbone and ITM head from the cache file.
-fn load_pretrained(path: &Path, cfg: &ViltConfig, device: &Device) -> Result<(Vilt, burn::nn::Linear)> {
+/// The pretrained backbone (made by `init`) and ITM head from the cache file.
+fn load_pretrained<E: VlBackbone>(
+    path: &Path,
+    init: impl Fn(&Device) -> E,
+    device: &Device,
+) -> Result<(E, burn::nn::Linear)> {
     let map = read_safetensors(path)?;
     let (mut backbone_map, mut itm_map) = (TensorMap::new(&map.source), TensorMap::new(&map.source));
     for (k, t) in map.tensors {
@@ -240,10 +386,10 @@ fn load_pretrained(path: &Path, cfg: &ViltConfig, device: &Device) -> Result<(Vi
             None => backbone_map.insert(k, t),
         }
     }
-    let (backbone, report) = apply(cfg.init(device), backbone_map);
+    let (backbone, report) = apply(init(device), backbone_map);
     report.check(&path.display().to_string(), |_| false)?;
-    let d = cfg.hidden_size;
-    let (itm, report) = apply(burn::nn::LinearConfig::new(d, 2).init(device), itm_map);
+    let f = backbone.layout().feature_dim;
+    let (itm, report) = apply(burn::nn::LinearConfig::new(f, 2).init(device), itm_map);
     report.check(&path.display().to_string(), |_| false)?;
     Ok((backbone, itm))
 }
@@ -256,16 +402,17 @@ const EMBEDDED_LR: f64 = 5e-4;
 
 /// The trainable set the paper states for `variant`: tuner (by the formula), head, class token,
 /// pooler, both token-type tables; full tuning: everything (and no class token).
-fn expected_trainable(model: &ViltModel<VlTuner>, variant: Variant, variants: &VariantConfig) -> usize {
+fn expected_trainable<E: VlBackbone>(model: &VlModel<E, VlTuner>, variant: Variant, variants: &VariantConfig) -> usize {
     if variant == Variant::Full {
         return model.num_params();
     }
-    variants.trainable_params(variant, &model.backbone.transformer.layout()) + model.petl_set_params_besides_tuner()
+    variants.trainable_params(variant, &model.backbone.layout()) + model.petl_set_params_besides_tuner()
 }
 
-/// The tensors a run saves: everything trainable (module docs of `ViltModel`).
-fn adapter_tensors(model: &ViltModel<VlTuner>, variant: Variant) -> TensorMap {
-    collect(model, |path, _| variant == Variant::Full || ViltModel::<VlTuner>::in_petl_set(path))
+/// The tensors an adapter checkpoint holds: the PETL trainable set (`VlModel::petl_trainable`),
+/// or every tensor for full tuning.
+pub(crate) fn adapter_tensors<E: VlBackbone>(model: &VlModel<E, VlTuner>, variant: Variant) -> TensorMap {
+    collect(model, |path, _| variant == Variant::Full || VlModel::<E, VlTuner>::in_petl_set(path))
 }
 
 /// One (task, variant) result.
@@ -293,6 +440,14 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// One cell on the embedded backbone.
+    fn run(&self, task: AptTask, variant: Variant, dir: &Path) -> Result<AptCell> {
+        match self.e.which {
+            Which::Vilt => self.run_on(task, variant, dir, |d| self.e.vilt.init(d)),
+            Which::Meter => self.run_on(task, variant, dir, |d| self.e.meter.init(d)),
+        }
+    }
+
     fn datasets(&self, task: AptTask) -> (ShapesVl, ShapesVl) {
         let size = self.e.vilt.image_size;
         let (n, m) = match task {
@@ -333,11 +488,17 @@ impl Run<'_> {
             .with_seed(self.seed)
     }
 
-    fn run(&self, task: AptTask, variant: Variant, dir: &Path) -> Result<AptCell> {
+    fn run_on<E: VlBackbone + LinearSites>(
+        &self,
+        task: AptTask,
+        variant: Variant,
+        dir: &Path,
+        init: impl Fn(&Device) -> E,
+    ) -> Result<AptCell> {
         let cfg = self.recipe(task);
         let (train, test) = self.datasets(task);
         let settings = serde_json::json!({
-            "paper": "apt", "variant": variant, "variants": self.variants, "backbone": self.e.vilt,
+            "paper": "apt", "variant": variant, "variants": self.variants, "backbone": self.e.backbone_json(),
             "train": &cfg, "task": task.name(), "inputs": self.inputs,
             "data": { "train": [train.name(), train.len()], "test": [test.name(), test.len()],
                       "negatives": self.e.negatives },
@@ -348,7 +509,7 @@ impl Run<'_> {
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .filter(|_| dir.join("adapter.safetensors").exists());
-        let adapter_params = self.variants.num_params(variant, &self.e.vilt.layout());
+        let adapter_params = self.variants.num_params(variant, &self.e.layout());
         if let Some(r) = finished {
             let metrics: std::collections::BTreeMap<String, f64> = serde_json::from_value(r["metrics"].clone())?;
             println!("{label}: {} (finished run reused)", summary(task, &metrics));
@@ -364,10 +525,10 @@ impl Run<'_> {
         save_json(&dir.join("config.json"), &settings)?;
         let ad = self.device.clone().autodiff();
         ad.seed(cfg.seed);
-        let (backbone, itm) = load_pretrained(self.weights, &self.e.vilt, &ad)?;
-        let tuner = self.variants.init(variant, &backbone.transformer.layout(), &ad);
+        let (backbone, itm) = load_pretrained(self.weights, init, &ad)?;
+        let tuner = self.variants.init(variant, &backbone.layout(), &ad);
         let class_token = (variant != Variant::Full).then_some(CLS_ID);
-        let model = ViltModel::new(backbone, tuner, task.head(), class_token, Some(&itm), &ad);
+        let model = VlModel::new(backbone, tuner, task.head(), class_token, Some(&itm), &ad);
         let model = if variant == Variant::Full { model.fully_trainable() } else { model.petl_trainable() };
         let expected = expected_trainable(&model, variant, &self.variants);
         let mut trainer = Trainer::new(cfg);
@@ -406,7 +567,9 @@ impl Run<'_> {
             &dir.join("adapter.safetensors"),
             &adapter_tensors(&model.valid(), variant),
             &serde_json::json!({ "paper": "apt", "variant": variant, "variants": self.variants,
-                                 "backbone": self.e.vilt, "task": task.name() }),
+                                 "backbone_kind": self.e.backbone_kind(), "backbone": self.e.backbone_json(),
+                                 "task": task.name(), "head": task.head(), "class_token_id": class_token,
+                                 "tokenizer": "shapes-words" }),
         )?;
         save_json(
             &dir.join("result.json"),
@@ -430,7 +593,12 @@ impl Run<'_> {
     }
 
     /// LoRA folds into the frozen q and v: the merged model's outputs equal the unmerged ones.
-    fn merge_check(&self, model: &ViltModel<VlTuner>, test: &ShapesVl, label: &str) -> Result<()> {
+    fn merge_check<E: VlBackbone + LinearSites>(
+        &self,
+        model: &VlModel<E, VlTuner>,
+        test: &ShapesVl,
+        label: &str,
+    ) -> Result<()> {
         let model = model.valid();
         let VlTuner::Lora(lora) = &model.tuner else { return Ok(()) };
         let items: Vec<VlSample> =
@@ -477,20 +645,27 @@ fn params_cell(n: usize, variant: Variant) -> String {
 /// The embedded table (measured scores) and the paper-scale columns of both tables.
 fn tables(cells: &[AptCell], variants: &[Variant], cfg: &VariantConfig, paper: &VariantConfig, e: &Embedded) -> String {
     use std::fmt::Write;
-    let embedded_arch = Arch::SingleStream {
-        layers: e.vilt.num_layers,
-        dim: e.vilt.hidden_size,
-        tokens: e.tokens(),
-        backbone_params: e.vilt.num_params(),
-    };
+    let embedded_arch = e.arch();
     let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "### Embedded ViLT (D {}, {} layers, {} tokens) on the shapes world: the layout of the ViLT-B/32 table\n",
-        e.vilt.hidden_size,
-        e.vilt.num_layers,
-        e.tokens()
-    );
+    let _ = match e.which {
+        Which::Vilt => writeln!(
+            md,
+            "### Embedded ViLT (D {}, {} layers, {} tokens) on the shapes world: the layout of the ViLT-B/32 table\n",
+            e.vilt.hidden_size,
+            e.vilt.num_layers,
+            e.tokens()
+        ),
+        Which::Meter => writeln!(
+            md,
+            "### Embedded METER (D {}, text {} + image {} layers, {} fusion layers per stream, {} text + {} image tokens) on the shapes world: the layout of the METER table\n",
+            e.meter.hidden_size,
+            e.meter.text.num_hidden_layers,
+            e.meter.vision.num_layers,
+            e.meter.num_layers,
+            e.vilt.max_text_len,
+            e.tokens() - e.vilt.max_text_len
+        ),
+    };
     let _ = writeln!(md, "| Method | Updated Param | Add. FLOPs | VQA score | NLVR2 acc | IR R@1 | TR R@1 | Avg |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
     for &v in variants {
@@ -510,7 +685,7 @@ fn tables(cells: &[AptCell], variants: &[Variant], cfg: &VariantConfig, paper: &
         } else {
             "—".into()
         };
-        let n = if v == Variant::Full { e.vilt.num_params() } else { cfg.num_params(v, &e.vilt.layout()) };
+        let n = if v == Variant::Full { e.backbone_params() } else { cfg.num_params(v, &e.layout()) };
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {avg} |",
@@ -601,9 +776,24 @@ pub fn reproduce(args: &ReproduceArgs, out: &Path) -> Result<()> {
             "--tokenizer, --heads, --batch, --limit and --resolution belong to the real-data run (--data-root, --checkpoint)"
         );
     }
+    let which = match args.backbone.as_str() {
+        // `vit-b16` is the option's default (ARC's).
+        "vilt-b32" | "vilt" | "vit-b16" => Which::Vilt,
+        "meter" => Which::Meter,
+        other => bail!("--backbone {other}: the embedded APT tables run on vilt-b32 (default) or meter"),
+    };
+    // METER's cells sit beside ViLT's, in `<out>/meter/`.
+    let meter_out;
+    let out = match which {
+        Which::Vilt => out,
+        Which::Meter => {
+            meter_out = out.join("meter");
+            &meter_out
+        }
+    };
     let device = petl_core::device::device_from_name(&args.backend)?;
     let start = std::time::Instant::now();
-    let e = Embedded::new(args.scale);
+    let e = Embedded::new(args.scale, which);
     let variants: Vec<Variant> = if args.methods.is_empty() {
         Variant::ALL.to_vec()
     } else {

@@ -221,14 +221,16 @@ pub fn reproduce(args: &ReproduceArgs, out: &Path, variants_cfg: VariantConfig) 
         for &v in &variants {
             let dir = out.join(task.name()).join(v.name());
             let cell = match real.found.backbone.clone() {
-                OfficialBackbone::Vilt(cfg) => real.cell(task, v, &dir, |d| cfg.init(d))?,
+                OfficialBackbone::Vilt(cfg) => {
+                    real.cell(task, v, &dir, serde_json::to_value(&cfg)?, |d| cfg.init(d))?
+                }
                 OfficialBackbone::Meter(cfg) => {
                     let res = real.args.resolution.unwrap_or(recipe(true, task).image) as usize;
                     let cfg = petl_core::meter::MeterConfig {
                         vision: petl_core::vit::VitConfig { image_size: res, ..cfg.vision.clone() },
                         ..cfg
                     };
-                    real.cell(task, v, &dir, |d| cfg.init(d))?
+                    real.cell(task, v, &dir, serde_json::to_value(&cfg)?, |d| cfg.init(d))?
                 }
             };
             cells.push(cell);
@@ -260,11 +262,14 @@ impl Real<'_> {
         stems.iter().map(|s| self.root.join(format!("{s}.arrow"))).collect()
     }
 
+    /// Trains and evaluates one cell on the backbone `make` builds (`backbone_config`: its config, which
+    /// the adapter checkpoint records).
     fn cell<E: Official>(
         &self,
         task: RealTask,
         variant: Variant,
         dir: &Path,
+        backbone_config: serde_json::Value,
         make: impl Fn(&Device) -> E,
     ) -> Result<Cell> {
         let meter = matches!(self.found.backbone, OfficialBackbone::Meter(_));
@@ -339,7 +344,7 @@ impl Real<'_> {
         trainer.run_dir = Some(dir.to_path_buf());
         trainer.progress = !self.args.quiet;
         trainer.label = label.clone();
-        let (metrics, truncated) = match task {
+        let (model, metrics, truncated) = match task {
             RealTask::Vqa => {
                 let answers = vqa_vocab.as_ref().map_or(0, Vec::len);
                 let train = limited(VqaArrow::open(&self.paths(&train_stems), answers, options.clone())?, limit);
@@ -359,7 +364,7 @@ impl Real<'_> {
                         &dir.join("vqa_test-dev.json"),
                     )?;
                 }
-                (last_metrics(&report), t.tokenizer.truncated())
+                (model, last_metrics(&report), t.tokenizer.truncated())
             }
             RealTask::Nlvr2 => {
                 let train = limited(Nlvr2Arrow::open(&self.paths(&train_stems), options.clone())?, limit);
@@ -369,8 +374,8 @@ impl Real<'_> {
                     .collect::<Result<_>>()?;
                 let eval_refs: Vec<&dyn Samples<VlSample>> = evals.iter().map(|e| e.as_ref()).collect();
                 let t = VlClassification { tokenizer, max_len };
-                let (_, report) = trainer.fit_task(model, &t, &[train.as_ref()], &eval_refs)?;
-                (last_metrics(&report), t.tokenizer.truncated())
+                let (model, report) = trainer.fit_task(model, &t, &[train.as_ref()], &eval_refs)?;
+                (model, last_metrics(&report), t.tokenizer.truncated())
             }
             RealTask::Retrieval => {
                 let train_set = F30kArrow::open(&self.paths(&train_stems), options.clone())?;
@@ -378,10 +383,24 @@ impl Real<'_> {
                 let train = limited(train_set, limit);
                 let eval = limited(F30kArrow::open(&self.paths(&eval_stems), options)?, limit);
                 let t = PairRetrieval { tokenizer, max_len, negatives: 15, pool, seed: self.args.seed };
-                let (_, report) = trainer.fit_task(model, &t, &[train.as_ref()], &[eval.as_ref()])?;
-                (last_metrics(&report), t.tokenizer.truncated())
+                let (model, report) = trainer.fit_task(model, &t, &[train.as_ref()], &[eval.as_ref()])?;
+                (model, last_metrics(&report), t.tokenizer.truncated())
             }
         };
+        // What `predict apt --checkpoint adapter.safetensors --weights <the --checkpoint here>`
+        // rebuilds the model from; `answers` names VQA's logits.
+        let tokenizer_file = std::fs::canonicalize(&self.tokenizer).unwrap_or_else(|_| self.tokenizer.clone());
+        petl_core::checkpoint::save_adapter(
+            &dir.join("adapter.safetensors"),
+            &crate::apt::adapter_tensors(&model.valid(), variant),
+            &serde_json::json!({
+                "paper": "apt", "data": "real", "variant": variant, "variants": self.variants,
+                "backbone_kind": if meter { "meter" } else { "vilt" }, "backbone": backbone_config,
+                "task": task.name(), "head": head, "class_token_id": class_token,
+                "tokenizer": { "file": tokenizer_file, "padding_id": pad, "max_len": max_len, "vilt_prefix": !meter },
+                "resolution": self.args.resolution.unwrap_or(r.image), "answers": vqa_vocab,
+            }),
+        )?;
         save_json(&dir.join("result.json"), &serde_json::json!({ "metrics": metrics, "truncated_texts": truncated }))?;
         println!("{label}: {metrics:?}, {truncated} texts truncated to {max_len} tokens");
         Ok(Cell { task, variant, metrics, truncated })

@@ -1,6 +1,8 @@
 //! `cargo xtask`: the petl command line.
 //!
 //! - `reproduce arc`: the ARC table (embedded shapes world by default, or real VTAB/FGVC).
+//! - `reproduce apt [--backbone meter]`: the APT tables' layout (embedded ViLT or METER, or the
+//!   official checkpoints on ViLT's Arrow files).
 //! - `params <method> --backbone <preset>`: parameter counts without allocating weights.
 //! - `predict <method> --checkpoint FILE ...`: logits of a trained model as `.npy`.
 //! - `bench`: step and inference time, memory, parameters per method and backend.

@@ -601,6 +601,34 @@ fn apt_smoke_reproduce_prints_the_table_and_reuses_runs() {
 }
 
 #[test]
+fn apt_smoke_reproduce_on_the_embedded_meter() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("apt");
+    let args =
+        ["reproduce", "apt", "--backbone", "meter", "--scale", "smoke", "--out", out.to_str().unwrap(), "--quiet"];
+    let stdout = ok(&args);
+    assert!(stdout.contains("Embedded METER"), "{stdout}");
+    for row in ["Full Tuning", "Classifier Only", "Deep Prompt", "LoRA", "Scaled PA", "Adapter", "APT"] {
+        assert!(stdout.contains(&format!("| {row} |")), "{row} missing:\n{stdout}");
+    }
+    // LoRA merges into the fusion layers' self- and cross-attention q, v.
+    assert_eq!(stdout.matches("merged model (0 extra parameters)").count(), 3, "{stdout}");
+    let meter = out.join("meter");
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(meter.join("results.json")).unwrap()).unwrap();
+    let cells = results["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 21, "7 methods × 3 tasks");
+    // APT sits in every fusion layer of both streams (self- and cross-attention).
+    let apt = cells.iter().find(|c| c["task"] == "vqa" && c["variant"] == "apt").unwrap();
+    assert!(apt["adapter_params"].as_u64().unwrap() > 0, "{apt}");
+    let (_, meta) = petl_core::checkpoint::load_adapter(&meter.join("nlvr2/apt/adapter.safetensors")).unwrap();
+    assert_eq!(meta["backbone_kind"], "meter", "{meta}");
+    assert_eq!(meta["head"], "nlvr2", "{meta}");
+    assert_eq!(ok(&args).matches("finished run reused").count(), 21);
+    let err = fails(&["reproduce", "apt", "--backbone", "swin-b", "--scale", "smoke", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("vilt-b32 (default) or meter"), "{err}");
+}
+#[test]
 fn apt_bench_sets_each_variant_beside_the_plain_backbone() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bench");
