@@ -17,8 +17,10 @@
 //! Recipe (the released run scripts): AdamW (β₂ 0.98, eps 1e-8, decay 0.01 except biases and
 //! LayerNorms), linear warm-up over 10 % of the updates then linear decay to 0, 10 epochs, the
 //! last epoch evaluated; ViLT lr 5e-4 (VQA head ×10), batches 256 / 128 / 256; METER lr 2.5e-5 /
-//! 1e-5 / 5e-5 with `cross_modal*` ×5 (here: the method, the poolers) and heads ×50 / ×10 / ×5
-//! (not the ranking head), batches 512 / 256 / 512, 384 / 288 / 384 px. `--batch` is the
+//! 1e-5 / 5e-5 with `cross_modal*` ×5 (every parameter whose official name holds `cross_modal`:
+//! the fusion transforms, layers and poolers, and the methods inside the fusion layers; not
+//! the deep prompts, `prompts.{0,1}` on the model root) and heads ×50 / ×10 / ×5 (not the
+//! ranking head), batches 512 / 256 / 512, 384 / 288 / 384 px. `--batch` is the
 //! micro-batch (the recipe's batch is reached by gradient accumulation). Dropout is not applied
 //! in the frozen backbone (petl's backbones run in evaluation form), a documented difference.
 
@@ -73,7 +75,25 @@ struct Recipe {
 
 fn recipe(meter: bool, task: RealTask) -> Recipe {
     let head = |scale: f64| ("heads", vec!["head."], scale);
-    let cross = ("cross_modal", vec!["tuner.", "backbone.text_pooler.", "backbone.image_pooler."], 5.0);
+    // METER's `set_schedule` (`meter_utils.py`): `lr_mult_cross_modal` for every parameter named
+    // `cross_modal*`, which full tuning trains too; APT, LoRA and the adapters sit inside
+    // `cross_modal_{text,image}_layers`, the deep prompts do not (`meter_module_prompt.py`).
+    let cross = (
+        "cross_modal",
+        vec![
+            "backbone.text_transform.",
+            "backbone.image_transform.",
+            "backbone.text_layers.",
+            "backbone.image_layers.",
+            "backbone.text_pooler.",
+            "backbone.image_pooler.",
+            "tuner.Apt.",
+            "tuner.Lora.",
+            "tuner.Adapter.",
+            "tuner.ScaledPa.",
+        ],
+        5.0,
+    );
     match (meter, task) {
         (false, RealTask::Vqa) => Recipe { batch: 256, lr: 5e-4, groups: vec![head(10.0)], image: 384, text_len: 40 },
         (false, RealTask::Nlvr2) => Recipe { batch: 128, lr: 5e-4, groups: vec![], image: 384, text_len: 40 },
