@@ -144,7 +144,8 @@ impl<D: Samples<VlSample>> Samples<VlSample> for Limited<D> {
     }
 }
 
-fn limited<D: Samples<VlSample> + 'static>(inner: D, limit: Option<usize>) -> Box<dyn Samples<VlSample>> {
+/// The first `limit` samples of `inner` (all of them without a limit).
+pub(crate) fn limited<D: Samples<VlSample> + 'static>(inner: D, limit: Option<usize>) -> Box<dyn Samples<VlSample>> {
     match limit {
         Some(n) if n < inner.len() => {
             let name = format!("{}[:{n}]", inner.name());
