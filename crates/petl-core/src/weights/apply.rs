@@ -42,17 +42,33 @@ impl LoadReport {
         if missing.is_empty() && unexpected.is_empty() && self.mismatched.is_empty() {
             return Ok(self);
         }
+        // Long lists (a file of another model family) are cut to their first keys and a count,
+        // so that the message stays one readable line.
+        const SHOWN: usize = 8;
+        let listed = |keys: &[&String]| {
+            let head: Vec<&&String> = keys.iter().take(SHOWN).collect();
+            match keys.len() {
+                n if n > SHOWN => format!("{head:?} and {} more ({n} in all)", n - SHOWN),
+                _ => format!("{head:?}"),
+            }
+        };
         let mut msg = String::from("checkpoint does not fit the model:");
+        if self.applied.is_empty() && !unexpected.is_empty() {
+            msg += " none of its tensors is one of the model's (another model family?);";
+        }
         if !missing.is_empty() {
-            msg += &format!(" missing keys {missing:?};");
+            msg += &format!(" missing keys {};", listed(&missing));
         }
         if !unexpected.is_empty() {
-            msg += &format!(" unexpected keys {unexpected:?};");
+            msg += &format!(" unexpected keys {};", listed(&unexpected));
         }
-        for (p, want, got) in &self.mismatched {
+        for (p, want, got) in self.mismatched.iter().take(SHOWN) {
             msg += &format!(
                 " `{p}` has shape {got:?} in the checkpoint but {want:?} in the model (another backbone size?);"
             );
+        }
+        if self.mismatched.len() > SHOWN {
+            msg += &format!(" and {} more mis-shaped tensors;", self.mismatched.len() - SHOWN);
         }
         Err(crate::Error::Weights { source_name: source.to_string(), msg: msg.trim_end_matches(';').to_string() })
     }
@@ -202,4 +218,32 @@ impl ModuleMapper for StableIds {
 /// at random. Ids stay unique as long as paths are (they are within a module).
 pub fn stable_param_ids<M: Module>(module: M) -> M {
     module.map(&mut StableIds { path: vec![] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LoadReport;
+
+    #[test]
+    fn long_key_lists_are_cut_and_counted_in_one_line() {
+        let keys = |prefix: &str, n: usize| (0..n).map(|i| format!("{prefix}.{i}")).collect::<Vec<_>>();
+        let report =
+            LoadReport { missing: keys("text_layers", 20), unexpected: keys("transformer", 30), ..Default::default() };
+        let msg = report.check("vilt.safetensors", |_| false).unwrap_err().to_string();
+        assert!(msg.contains("vilt.safetensors") && !msg.contains('\n'), "{msg}");
+        assert!(msg.contains("another model family"), "{msg}");
+        assert!(msg.contains("\"text_layers.0\"") && msg.contains("and 12 more (20 in all)"), "{msg}");
+        assert!(msg.contains("\"transformer.7\"") && !msg.contains("\"transformer.8\""), "{msg}");
+        assert!(msg.contains("and 22 more (30 in all)"), "{msg}");
+        // A few keys are named in full; a file that fits partly is not called another family.
+        let report = LoadReport {
+            applied: keys("blocks", 3),
+            missing: keys("head", 2),
+            mismatched: vec![("pos_embed".into(), vec![1, 5, 8], vec![1, 17, 8])],
+            ..Default::default()
+        };
+        let msg = report.check("vit.npz", |_| false).unwrap_err().to_string();
+        assert!(msg.contains("[\"head.0\", \"head.1\"]") && !msg.contains("more"), "{msg}");
+        assert!(!msg.contains("another model family") && msg.contains("`pos_embed` has shape [1, 17, 8]"), "{msg}");
+    }
 }
