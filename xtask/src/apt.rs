@@ -30,10 +30,9 @@ use petl_core::train::vl::{PairRetrieval, VlClassification, VlClassify, Vqa, vl_
 use petl_core::train::{TrainConfig, Trainer};
 use petl_core::vilt::ViltConfig;
 use petl_core::vilt::pretrain::{ItmMlm, VlPretraining};
-use petl_core::vl_model::{ViltModel, VlBackbone, VlHeadKind, VlModel};
+use petl_core::vl_model::{VlBackbone, VlHeadKind, VlModel};
 use petl_core::weights::{HostTensor, TensorMap, apply, collect, read_safetensors, write_safetensors};
 
-use crate::bench::median;
 use crate::reproduce::{ReproduceArgs, Scale, cache_dir, check_settings, file_identity, pretrained_vit};
 use crate::save_json;
 
@@ -239,39 +238,29 @@ pub(crate) const CLS_ID: usize = 2;
 /// stand-in here; the MLM term trains it).
 fn pretrained(e: &Embedded, seed: u64, device: &Device, quiet: bool) -> Result<PathBuf> {
     let v = &e.vilt;
+    // The text length, pretraining data and epochs, ViT pretraining, caption templates and seed.
+    let tail = format!(
+        "t{}-n{}-e{}-vit{}x{}-cw2-cap{PRETRAIN_TEMPLATES}-seed{seed}",
+        v.max_text_len, e.pretrain_n, e.pretrain_epochs, e.vit_pretrain_n, e.vit_pretrain_epochs
+    );
+    let (s, p) = (v.image_size, v.patch_size);
     let name = match e.which {
         Which::Vilt => format!(
-            "shapes-vilt-s{}-p{}-d{}-l{}-h{}-m{}-t{}-n{}-e{}-vit{}x{}-cw2-cap{PRETRAIN_TEMPLATES}-seed{}.safetensors",
-            v.image_size,
-            v.patch_size,
-            v.hidden_size,
-            v.num_layers,
-            v.num_heads,
-            v.mlp_dim,
-            v.max_text_len,
-            e.pretrain_n,
-            e.pretrain_epochs,
-            e.vit_pretrain_n,
-            e.vit_pretrain_epochs,
-            seed
+            "shapes-vilt-s{s}-p{p}-d{}-l{}-h{}-m{}-{tail}.safetensors",
+            v.hidden_size, v.num_layers, v.num_heads, v.mlp_dim
         ),
-        Which::Meter => format!(
-            "shapes-meter-s{}-p{}-d{}-text{}-vision{}-fusion{}-h{}-m{}-t{}-n{}-e{}-vit{}x{}-cw2-cap{PRETRAIN_TEMPLATES}-seed{}.safetensors",
-            v.image_size,
-            v.patch_size,
-            e.meter.hidden_size,
-            e.meter.text.num_hidden_layers,
-            e.meter.vision.num_layers,
-            e.meter.num_layers,
-            e.meter.num_heads,
-            e.meter.intermediate_size,
-            v.max_text_len,
-            e.pretrain_n,
-            e.pretrain_epochs,
-            e.vit_pretrain_n,
-            e.vit_pretrain_epochs,
-            seed
-        ),
+        Which::Meter => {
+            let m = &e.meter;
+            format!(
+                "shapes-meter-s{s}-p{p}-d{}-text{}-vision{}-fusion{}-h{}-m{}-{tail}.safetensors",
+                m.hidden_size,
+                m.text.num_hidden_layers,
+                m.vision.num_layers,
+                m.num_layers,
+                m.num_heads,
+                m.intermediate_size
+            )
+        }
     };
     let path = cache_dir().join(&name);
     let what = e.backbone_kind().to_uppercase().replace("VILT", "ViLT");
@@ -890,207 +879,6 @@ pub fn params(backbone: &str, variant: Option<&str>, sets: &[String], json: bool
                 giga(r["extra_flops"].as_u64().unwrap_or(0))
             );
         }
-    }
-    Ok(())
-}
-
-/// One row of `bench --backbone vilt-*`.
-#[derive(Clone, Debug, serde::Serialize)]
-struct BenchRow {
-    backend: String,
-    variant: Variant,
-    /// Median seconds of one inference batch.
-    infer_median_s: f64,
-    /// Median seconds above the plain backbone's (classifier only) in the same run.
-    extra_infer_s: f64,
-    /// Median seconds of one training step (forward, backward, AdamW).
-    step_median_s: f64,
-    trainable_params: usize,
-    adapter_params: usize,
-    /// Closed-form additional FLOPs per sample at this input's token count.
-    extra_flops: u64,
-}
-
-/// A weight of the head (reading it waits for the optimizer step on asynchronous backends).
-fn head_weight(model: &ViltModel<VlTuner>) -> Tensor<2> {
-    match &model.head {
-        petl_core::vl_model::VlHead::Vqa(h) | petl_core::vl_model::VlHead::Nlvr2(h) => h.fc2.weight.val(),
-        petl_core::vl_model::VlHead::Rank(l) => l.weight.val(),
-    }
-}
-
-/// `cargo xtask bench --backbone vilt-b32|vilt-tiny --method apt,deep-prompt,...`: the
-/// variants' inference and training-step time on one random input (40 text tokens, a square
-/// image of the config's size), each against the plain backbone measured in the same run, so
-/// that the extra time of each method can be set beside its extra FLOPs. Rows are measured in
-/// rounds (every variant once per round), so slow drift of a noisy machine spreads over all.
-pub fn bench(args: &crate::bench::BenchArgs) -> Result<()> {
-    let vilt = match args.backbone.as_str() {
-        "vilt-b32" => ViltConfig::vilt_b32().with_modality_types(3),
-        "vilt-tiny" => ViltConfig::new(30522, 192, 12, 3, 768, 40, 32, 384).with_modality_types(3),
-        // A few-millisecond model for the command's own test.
-        "vilt-test" => ViltConfig::new(2000, 32, 2, 2, 64, 40, 8, 32).with_modality_types(3),
-        other => bail!("unknown ViLT backbone `{other}` (known: vilt-b32, vilt-tiny, vilt-test)"),
-    };
-    let cfg = variant_config(&args.set)?;
-    let mut variants: Vec<Variant> =
-        args.method.iter().map(|m| Variant::parse(m).map_err(anyhow::Error::msg)).collect::<Result<_>>()?;
-    if !variants.contains(&Variant::Classifier) {
-        variants.insert(0, Variant::Classifier);
-    }
-    let text_len = 40.min(vilt.max_text_len);
-    let g = vilt.image_size / vilt.patch_size;
-    let tokens = text_len + 1 + g * g;
-    let arch = Arch::SingleStream {
-        layers: vilt.num_layers,
-        dim: vilt.hidden_size,
-        tokens,
-        backbone_params: vilt.num_params(),
-    };
-    let mut rows = vec![];
-    for backend in &args.backend {
-        let device = petl_core::device::device_from_name(backend)?;
-        let ad = device.clone().autodiff();
-        ad.seed(0);
-        let b = args.batch;
-        let input = |device: &Device| petl_core::train::vl::VlInput {
-            text: petl_core::bert::TextInput {
-                input_ids: Tensor::<2, Int>::from_data(
-                    burn::tensor::TensorData::new(
-                        (0..b * text_len).map(|i| (i % 1000 + 1000) as i64).collect::<Vec<_>>(),
-                        [b, text_len],
-                    ),
-                    device,
-                ),
-                attention_mask: Tensor::ones([b, text_len], device),
-                token_type_ids: None,
-            },
-            images: vec![Tensor::random(
-                [b, 3, vilt.image_size, vilt.image_size],
-                burn::tensor::Distribution::Normal(0.0, 1.0),
-                device,
-            )],
-        };
-        let models: Vec<ViltModel<VlTuner>> = variants
-            .iter()
-            .map(|&v| {
-                let m = ViltModel::new(
-                    vilt.init(&ad),
-                    cfg.init(v, &vilt.layout(), &ad),
-                    VlHeadKind::Nlvr2,
-                    Some(CLS_ID),
-                    None,
-                    &ad,
-                );
-                if v == Variant::Full { m.fully_trainable() } else { m.petl_trainable() }
-            })
-            .collect();
-        // NLVR2's head over one image: the input is the pair of twice the same slot.
-        let pair = |i: petl_core::train::vl::VlInput| petl_core::train::vl::VlInput {
-            images: vec![i.images[0].clone(), i.images[0].clone()],
-            ..i
-        };
-        let (mut infer, mut step) = (vec![vec![]; models.len()], vec![vec![]; models.len()]);
-        let mut trained: Vec<Option<ViltModel<VlTuner>>> = models.into_iter().map(Some).collect();
-        let mut optims: Vec<_> =
-            (0..trained.len()).map(|_| burn::optim::AdamWConfig::new().with_weight_decay(0.01).init()).collect();
-        for round in 0..args.warmup + args.steps {
-            for (i, slot) in trained.iter_mut().enumerate() {
-                let model = slot.take().expect("model");
-                let valid = model.valid();
-                let x = pair(input(&device));
-                let t0 = std::time::Instant::now();
-                let _ = petl_core::weights::HostTensor::from_tensor(&valid.vl_logits(x));
-                let t_infer = t0.elapsed().as_secs_f64();
-                let x = pair(input(&ad));
-                let t0 = std::time::Instant::now();
-                let logits = model.vl_logits(x);
-                let loss = logits.powf_scalar(2.0).mean();
-                let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
-                let model = optims[i].step(1e-4, model, grads);
-                let _ = petl_core::weights::HostTensor::from_tensor(&head_weight(&model));
-                let t_step = t0.elapsed().as_secs_f64();
-                if round >= args.warmup {
-                    infer[i].push(t_infer);
-                    step[i].push(t_step);
-                }
-                *slot = Some(model);
-            }
-        }
-        let infer: Vec<f64> = infer.iter_mut().map(|v| median(v)).collect();
-        let plain = infer[0];
-        for (i, &v) in variants.iter().enumerate() {
-            let model = trained[i].as_ref().expect("model");
-            let row = BenchRow {
-                backend: backend.clone(),
-                variant: v,
-                infer_median_s: infer[i],
-                extra_infer_s: infer[i] - plain,
-                step_median_s: median(&mut step[i]),
-                trainable_params: petl_core::accounting::measure_trainable(model).0,
-                adapter_params: cfg.num_params(v, &vilt.layout()),
-                extra_flops: extra_flops(arch, v, &cfg),
-            };
-            eprintln!(
-                "{:>6} {:>15}: inference {:.3}s (+{:.3}s), step {:.3}s",
-                row.backend,
-                v.label(),
-                row.infer_median_s,
-                row.extra_infer_s,
-                row.step_median_s
-            );
-            rows.push(row);
-        }
-    }
-    use std::fmt::Write;
-    let mut md = format!(
-        "ViLT `{}` (D {}, {} layers), batch {}, {} tokens per sample ({} text + class + {} patches), median of {} rounds\n\n",
-        args.backbone,
-        vilt.hidden_size,
-        vilt.num_layers,
-        args.batch,
-        tokens,
-        text_len,
-        g * g,
-        args.steps
-    );
-    let _ = writeln!(
-        md,
-        "| backend | method | updated param | add. FLOPs/sample | inference (s) | extra inference (s) | train step (s) | trainable |"
-    );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
-    for r in &rows {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | {:.3} | {:+.3} | {:.3} | {} |",
-            r.backend,
-            r.variant.label(),
-            r.adapter_params,
-            giga(r.extra_flops),
-            r.infer_median_s,
-            r.extra_infer_s,
-            r.step_median_s,
-            r.trainable_params
-        );
-    }
-    for backend in &args.backend {
-        let extra = |v: Variant| rows.iter().find(|r| &r.backend == backend && r.variant == v).map(|r| r.extra_infer_s);
-        if let (Some(apt), Some(dp)) = (extra(Variant::Apt), extra(Variant::DeepPrompt)) {
-            let _ = writeln!(
-                md,
-                "\n{backend}: APT's extra inference time is {:.2}× deep prompt's (FLOP ratio {:.2}; the paper: 0.18)",
-                apt / dp,
-                extra_flops(arch, Variant::Apt, &cfg) as f64 / extra_flops(arch, Variant::DeepPrompt, &cfg) as f64
-            );
-        }
-    }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    petl_core::io::write_atomic(&args.out.join("bench-apt.md"), md.as_bytes())?;
-    save_json(&args.out.join("bench-apt.json"), &serde_json::to_value(&rows)?)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        println!("{md}");
     }
     Ok(())
 }

@@ -28,11 +28,15 @@ pub struct BenchArgs {
     /// adapter, deep-prompt, linear, full.
     #[arg(long, value_delimiter = ',', default_value = "arc,lora,adapter,linear,full")]
     pub method: Vec<String>,
-    /// Backbone preset (`vit-ti16` is the ViT-Tiny-like model of BACKENDS.md); `vilt-b32` or
-    /// `vilt-tiny` bench the APT paper's variants (apt, deep-prompt, lora, adapter, scaled-pa,
-    /// classifier, full) on ViLT.
+    /// Backbone preset (`vit-ti16` is the ViT-Tiny-like model of BACKENDS.md); `vilt-b32`,
+    /// `vilt-tiny`, `meter` or `meter-tiny` bench the APT paper's variants (apt, deep-prompt,
+    /// lora, adapter, scaled-pa, classifier, full) on ViLT or METER.
     #[arg(long, default_value = "vit-ti16")]
     pub backbone: String,
+    /// Square image side of the `vilt-*` and `meter-*` backbones (default: the preset's; METER
+    /// 288 px).
+    #[arg(long)]
+    pub resolution: Option<usize>,
     /// Batch size.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
@@ -342,8 +346,11 @@ fn plot(rows: &[Row], path: &Path) -> Result<()> {
 
 /// Entry point of `bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.backbone.starts_with("vilt") {
-        return crate::apt::bench(&args);
+    if args.backbone.starts_with("vilt") || args.backbone.starts_with("meter") {
+        return crate::apt_bench::bench(&args);
+    }
+    if args.resolution.is_some() {
+        bail!("--resolution applies to the vilt-* and meter-* backbones");
     }
     let backbone = BackboneConfig::preset(&args.backbone)?;
     if args.steps == 0 {

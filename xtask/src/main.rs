@@ -5,11 +5,13 @@
 //!   official checkpoints on ViLT's Arrow files).
 //! - `params <method> --backbone <preset>`: parameter counts without allocating weights.
 //! - `predict <method> --checkpoint FILE ...`: logits of a trained model as `.npy`.
-//! - `bench`: step and inference time, memory, parameters per method and backend.
+//! - `bench`: step and inference time, memory, parameters per method and backend
+//!   (`--backbone vilt-*|meter-*`: the APT variants beside the plain backbone).
 //! - `encode --model DIR`: every layer's hidden states of a Hugging Face encoder folder.
 //! - `methods`: the registered methods and their default configurations.
 
 mod apt;
+mod apt_bench;
 mod apt_real;
 mod bench;
 mod encode;
