@@ -5,41 +5,13 @@
 //! `meter_clip16_288_roberta_pretrain.ckpt`), and a RoBERTa-style word tokenizer (`<s>` 0,
 //! `<pad>` 1, `</s>` 2, as roberta-base) whose vocabulary fits the fixture's 64 tokens.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::{apt_fixture, fails, ok, s};
+
+use std::path::Path;
 
 use petl_core::data::Samples;
-
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).output().expect("xtask runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = xtask(args);
-    assert!(
-        out.status.success(),
-        "xtask {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = xtask(args);
-    assert_eq!(out.status.code(), Some(2), "xtask {args:?} should fail as bad input (exit 2)");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!err.contains("panicked"), "a user mistake must not panic: {err}");
-    err
-}
-
-fn apt_fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/apt/tests/fixtures").join(name)
-}
-
-fn s(path: &Path) -> String {
-    path.to_str().unwrap().to_string()
-}
 
 /// An official-format fixture without its task heads and class token (what a pretraining
 /// checkpoint holds: backbone, ITM and MLM heads), written to `dst`.

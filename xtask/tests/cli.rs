@@ -2,31 +2,11 @@
 //! must learn and resume, `predict` on an official-format checkpoint and on our own adapter
 //! checkpoint, and clear errors for bad input.
 
+mod common;
+
+use common::{apt_fixture, fails, ok};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).output().expect("xtask runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = xtask(args);
-    assert!(
-        out.status.success(),
-        "xtask {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = xtask(args);
-    assert_eq!(out.status.code(), Some(2), "xtask {args:?} should fail as bad input (exit 2)");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!err.contains("panicked"), "a user mistake must not panic: {err}");
-    err
-}
 
 fn params_json(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["params"];
@@ -653,10 +633,6 @@ fn apt_bench_sets_each_variant_beside_the_plain_backbone() {
     assert_eq!(rows.len(), 4, "classifier only is measured as the baseline");
     let trainable = |v: &str| rows.iter().find(|r| r["variant"] == v).unwrap()["trainable_params"].as_u64().unwrap();
     assert!(trainable("apt") > trainable("classifier") && trainable("lora") > trainable("classifier"));
-}
-
-fn apt_fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/apt/tests/fixtures").join(name)
 }
 
 /// Every tensor of a safetensors fixture: (shape, f64 values).

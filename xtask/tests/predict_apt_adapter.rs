@@ -5,8 +5,11 @@
 //! wrote; and every misfit (no `--weights`, a backbone of another width, another task, a tensor
 //! missing) is refused naming the file and key.
 
+mod common;
+
+use common::{fails_one_line as fails, ok, s};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use apt::{Variant, VariantConfig, VlTuner};
 use burn::nn::LinearConfig;
@@ -22,33 +25,6 @@ use petl_core::train::vl::{VlClassify, VlInput, vl_input};
 use petl_core::vilt::ViltConfig;
 use petl_core::vl_model::{VlBackbone, VlModel};
 use petl_core::weights::{HostTensor, TensorMap, apply, collect, read_safetensors, write_safetensors};
-
-fn xtask(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).output().expect("xtask runs")
-}
-
-fn ok(args: &[String]) -> String {
-    let out = xtask(args);
-    assert!(
-        out.status.success(),
-        "xtask {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[String]) -> String {
-    let out = xtask(args);
-    assert_eq!(out.status.code(), Some(2), "xtask {args:?} should fail as bad input (exit 2)");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!err.contains("panicked") && err.trim().lines().count() == 1, "one line, no panic: {err}");
-    err
-}
-
-fn s(p: &Path) -> String {
-    p.to_str().unwrap().to_string()
-}
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
