@@ -7,24 +7,11 @@
 
 mod common;
 
-use common::{apt_fixture, fails, ok, s};
+use common::{fails, ok, pretrained_only, read_npy, s, write_npy};
 
 use std::path::Path;
 
 use petl_core::data::Samples;
-
-/// An official-format fixture without its task heads and class token (what a pretraining
-/// checkpoint holds: backbone, ITM and MLM heads), written to `dst`.
-fn pretrained_only(fixture: &str, dst: &Path) {
-    let bytes = std::fs::read(apt_fixture(fixture)).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
-        .tensors()
-        .into_iter()
-        .filter(|(k, _)| !(k.contains("classifier") || k == "token4classifier" || k.starts_with("rank_output")))
-        .collect();
-    std::fs::write(dst, safetensors::serialize(kept, None).unwrap()).unwrap();
-}
 
 /// A Hugging Face `tokenizer.json` laid out as roberta-base's (`<s>` 0, `<pad>` 1, `</s>` 2,
 /// `<unk>` 3; `<s> text </s>` by `RobertaProcessing`), over a word-level vocabulary: every word
@@ -55,23 +42,6 @@ fn write_roberta_word_tokenizer(path: &Path) -> usize {
     });
     std::fs::write(path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
     vocab.len()
-}
-
-fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap();
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape = npy.shape().iter().map(|&d| d as usize).collect();
-    (shape, npy.into_vec().unwrap())
-}
-
-fn write_npy_as<T: npyz::Serialize + npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) {
-    use npyz::WriterBuilder;
-    let mut bytes = vec![];
-    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    let mut w = npyz::WriteOptions::<T>::new().default_dtype().shape(&shape).writer(&mut bytes).begin_nd().unwrap();
-    w.extend(data.iter().copied()).unwrap();
-    w.finish().unwrap();
-    std::fs::write(path, bytes).unwrap();
 }
 
 /// Every parameter path of `module` with whether it is trainable.
@@ -277,11 +247,11 @@ fn apt_real_data_run_on_meter() {
     // (`[N, 3, 48, 48]`, NLVR2 `[N, 2, 3, 48, 48]`), then raw texts and images through the stored
     // tokenizer and METER's view.
     let ids: Vec<i64> = vec![0, 4, 5, 6, 7, 8, 2, 0, 10, 9, 8, 2, 1, 1];
-    write_npy_as(&p("ids.npy"), &[2, 7], &ids);
+    write_npy(&p("ids.npy"), &[2, 7], &ids);
     let px: Vec<f32> = (0..2 * 3 * 48 * 48).map(|i| ((i % 97) as f32 / 48.0) - 1.0).collect();
-    write_npy_as(&p("px.npy"), &[2, 3, 48, 48], &px);
+    write_npy(&p("px.npy"), &[2, 3, 48, 48], &px);
     let pairs: Vec<f32> = px.iter().chain(&px).copied().collect();
-    write_npy_as(&p("pairs.npy"), &[2, 2, 3, 48, 48], &pairs);
+    write_npy(&p("pairs.npy"), &[2, 2, 3, 48, 48], &pairs);
     let predict = |cell: &str, inputs: &[&str], output: &str| -> (Vec<usize>, Vec<f32>) {
         let adapter = s(&out.join(cell).join("adapter.safetensors"));
         let mut a: Vec<String> =
@@ -307,9 +277,9 @@ fn apt_real_data_run_on_meter() {
     let tok = petl_core::data::text::HfTokenizer::from_file(&tokenizer, 1, 64).unwrap();
     let batch = tok.encode(&texts, 14).unwrap();
     assert!(!batch.ids.contains(&3), "every word of the questions is in the vocabulary (no <unk>)");
-    write_npy_as(&p("dev_ids.npy"), &[batch.rows, batch.len], &batch.ids);
+    write_npy(&p("dev_ids.npy"), &[batch.rows, batch.len], &batch.ids);
     let pixels: Vec<f32> = samples.iter().flat_map(|x| x.images[0].iter().copied()).collect();
-    write_npy_as(&p("dev_px.npy"), &[8, 3, 48, 48], &pixels);
+    write_npy(&p("dev_px.npy"), &[8, 3, 48, 48], &pixels);
     let (dev_ids, dev_px) = (s(&p("dev_ids.npy")), s(&p("dev_px.npy")));
     let (shape, logits) = predict("vqa/apt", &["--input-ids", &dev_ids, "--pixels", &dev_px], "dev.npy");
     assert_eq!(shape, vec![8, answer_count]);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{apt_fixture, fails, ok};
+use common::{apt_fixture, fails, ok, pretrained_only, read_npy, write_npy};
 
 use std::path::{Path, PathBuf};
 
@@ -58,13 +58,6 @@ fn methods_come_from_one_list_and_take_settings_by_key() {
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/arc/tests/fixtures").join(name)
-}
-
-fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap();
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape = npy.shape().to_vec();
-    (shape, npy.into_vec().unwrap())
 }
 
 #[test]
@@ -656,16 +649,6 @@ fn read_st(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f
         .collect()
 }
 
-fn write_npy_as<T: npyz::Serialize + npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) {
-    use npyz::WriterBuilder;
-    let mut bytes = vec![];
-    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    let mut w = npyz::WriteOptions::<T>::new().default_dtype().shape(&shape).writer(&mut bytes).begin_nd().unwrap();
-    w.extend(data.iter().copied()).unwrap();
-    w.finish().unwrap();
-    std::fs::write(path, bytes).unwrap();
-}
-
 /// `[N, 3, H, W']` zero-padded on the right to width `w` (ViLT's batch padding).
 fn pad_width(shape: &[usize], data: &[f64], w: usize) -> Vec<f32> {
     let (n, c, h, w0) = (shape[0], shape[1], shape[2], shape[3]);
@@ -697,9 +680,9 @@ fn predict_apt_reproduces_official_vilt_and_meter_logits() {
 
     let io = read_st(&apt_fixture("vilt_tiny_io.safetensors"));
     let (ids_shape, ids) = &io["input_ids"];
-    write_npy_as(&p("ids.npy"), ids_shape, &ids.iter().map(|&v| v as i64).collect::<Vec<_>>());
+    write_npy(&p("ids.npy"), ids_shape, &ids.iter().map(|&v| v as i64).collect::<Vec<_>>());
     let (px_shape, px) = &io["pixels"];
-    write_npy_as(&p("px.npy"), px_shape, &px.iter().map(|&v| v as f32).collect::<Vec<_>>());
+    write_npy(&p("px.npy"), px_shape, &px.iter().map(|&v| v as f32).collect::<Vec<_>>());
     let ckpt = s(&apt_fixture("vilt_tiny_apt_lightning.ckpt"));
     let base = |task: &str, pixels: &Path, out: &Path| -> Vec<String> {
         [
@@ -730,7 +713,7 @@ fn predict_apt_reproduces_official_vilt_and_meter_logits() {
         .flat_map(|i| first[i * per..(i + 1) * per].iter().chain(&second[i * per..(i + 1) * per]))
         .copied()
         .collect();
-    write_npy_as(&p("pairs.npy"), &[px_shape[0], 2, 3, px_shape[2], w], &pairs);
+    write_npy(&p("pairs.npy"), &[px_shape[0], 2, 3, px_shape[2], w], &pairs);
     run(base("nlvr2", &p("pairs.npy"), &p("nlvr2.npy")));
     assert_close(&p("nlvr2.npy"), &io["nlvr2_logits.apt"]);
 
@@ -752,10 +735,10 @@ fn predict_apt_reproduces_official_vilt_and_meter_logits() {
     std::fs::write(p("meter_apt.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
     let mio = read_st(&apt_fixture("meter_tiny_ref.safetensors"));
     let (ids_shape, ids) = &mio["input_ids"];
-    write_npy_as(&p("mids.npy"), ids_shape, &ids.iter().map(|&v| v as i64).collect::<Vec<_>>());
+    write_npy(&p("mids.npy"), ids_shape, &ids.iter().map(|&v| v as i64).collect::<Vec<_>>());
     let f32s = |v: &Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
     let (px_shape, px) = &mio["pixels"];
-    write_npy_as(&p("mpx.npy"), px_shape, &f32s(px));
+    write_npy(&p("mpx.npy"), px_shape, &f32s(px));
     let per = px.len() / px_shape[0];
     let px2 = &mio["pixels2"].1;
     let pairs: Vec<f32> = (0..px_shape[0])
@@ -763,7 +746,7 @@ fn predict_apt_reproduces_official_vilt_and_meter_logits() {
             f32s(&px[i * per..(i + 1) * per].to_vec()).into_iter().chain(f32s(&px2[i * per..(i + 1) * per].to_vec()))
         })
         .collect();
-    write_npy_as(&p("mpairs.npy"), &[px_shape[0], 2, 3, px_shape[2], px_shape[3]], &pairs);
+    write_npy(&p("mpairs.npy"), &[px_shape[0], 2, 3, px_shape[2], px_shape[3]], &pairs);
     let meter = |task: &str, pixels: &str, out: &str, config: &str| -> Vec<String> {
         let ckpt = s(&p("meter_apt.safetensors"));
         [
@@ -863,15 +846,8 @@ fn apt_real_data_run_on_vilt_format_files() {
     let tokenizer = dir.path().join("tokenizer.json");
     petl_core::data::shapes::language::word_tokenizer().unwrap().save(&tokenizer, false).unwrap();
     // A pretrained-only ViLT: the fixture without its task heads and class token.
-    let bytes = std::fs::read(apt_fixture("vilt_tiny.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
-        .tensors()
-        .into_iter()
-        .filter(|(k, _)| !(k.contains("classifier") || k == "token4classifier" || k.starts_with("rank_output")))
-        .collect();
     let ckpt = dir.path().join("vilt_pretrained.safetensors");
-    std::fs::write(&ckpt, safetensors::serialize(kept, None).unwrap()).unwrap();
+    pretrained_only("vilt_tiny.safetensors", &ckpt);
     let out = dir.path().join("out");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let args = |data: &Path| -> Vec<String> {

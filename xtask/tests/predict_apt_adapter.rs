@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{fails_one_line as fails, ok, s};
+use common::{fails_one_line as fails, ok, pretrained_only, read_npy, s, write_npy};
 
 use std::path::{Path, PathBuf};
 
@@ -28,23 +28,6 @@ use petl_core::weights::{HostTensor, TensorMap, apply, collect, read_safetensors
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
-}
-
-fn write_npy<T: npyz::Serialize + npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) {
-    use npyz::WriterBuilder;
-    let mut bytes = vec![];
-    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    let mut w = npyz::WriteOptions::<T>::new().default_dtype().shape(&shape).writer(&mut bytes).begin_nd().unwrap();
-    w.extend(data.iter().copied()).unwrap();
-    w.finish().unwrap();
-    std::fs::write(path, bytes).unwrap();
-}
-
-fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap();
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape = npy.shape().iter().map(|&d| d as usize).collect();
-    (shape, npy.into_vec().unwrap())
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -316,13 +299,8 @@ fn predict_apt_reads_a_real_data_adapter_with_official_weights() {
     let tokenizer = dir.path().join("tokenizer.json");
     word_tokenizer().unwrap().save(&tokenizer, false).unwrap();
     // A pretrained-only ViLT: the fixture without its task heads and class token.
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/apt/tests/fixtures/vilt_tiny.safetensors");
-    let mut official = read_safetensors(&fixture).unwrap();
-    official
-        .tensors
-        .retain(|k, _| !(k.contains("classifier") || k == "token4classifier" || k.starts_with("rank_output")));
     let ckpt = dir.path().join("vilt_pretrained.safetensors");
-    write_safetensors(&ckpt, &official, None).unwrap();
+    pretrained_only("vilt_tiny.safetensors", &ckpt);
     let out = dir.path().join("out");
     ok(&strings(&[
         "reproduce",

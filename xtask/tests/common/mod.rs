@@ -47,3 +47,35 @@ pub fn apt_fixture(name: &str) -> PathBuf {
 pub fn s(path: &Path) -> String {
     path.to_str().unwrap().to_string()
 }
+
+/// Writes a C-order `.npy` of `data` with `shape`.
+pub fn write_npy<T: npyz::Serialize + npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) {
+    use npyz::WriterBuilder;
+    let mut bytes = vec![];
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut w = npyz::WriteOptions::<T>::new().default_dtype().shape(&shape).writer(&mut bytes).begin_nd().unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Reads an f32 `.npy`: its shape and values.
+pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = npy.shape().iter().map(|&d| d as usize).collect();
+    (shape, npy.into_vec().unwrap())
+}
+
+/// The official-format APT fixture `fixture` without its task heads and class token (what a
+/// pretraining checkpoint holds: backbone, ITM and MLM heads), written to `dst`.
+pub fn pretrained_only(fixture: &str, dst: &Path) {
+    let bytes = std::fs::read(apt_fixture(fixture)).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(k, _)| !(k.contains("classifier") || k == "token4classifier" || k.starts_with("rank_output")))
+        .collect();
+    std::fs::write(dst, safetensors::serialize(kept, None).unwrap()).unwrap();
+}
