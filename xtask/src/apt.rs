@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use apt::accounting::{Arch, extra_flops, updated_params};
-use apt::{Variant, VariantConfig, VlTuner};
+use apt::{Backbone, Variant, VariantConfig, VlTuner};
 use burn::module::Module;
 use burn::prelude::*;
 use petl_core::bert::BertConfig;
@@ -72,20 +72,13 @@ impl AptTask {
     }
 }
 
-/// Which embedded backbone a run uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Which {
-    Vilt,
-    Meter,
-}
-
 /// Sizes of the embedded run.
 struct Embedded {
-    /// The ViLT stand-in (its image tower's sizes are the METER stand-in's too).
+    /// The ViLT stand-in's sizes (its image transformer is the METER stand-in's image tower;
+    /// both read its images and texts).
     vilt: ViltConfig,
-    /// The METER stand-in (`--backbone meter`).
-    meter: MeterConfig,
-    which: Which,
+    /// The run's backbone: the ViLT stand-in, or the METER stand-in (`--backbone meter`).
+    backbone: Backbone,
     vit_pretrain_n: usize,
     vit_pretrain_epochs: usize,
     pretrain_n: usize,
@@ -115,21 +108,21 @@ fn meter_config(vilt: &ViltConfig, text_layers: usize, fusion_layers: usize) -> 
 }
 
 impl Embedded {
-    fn new(scale: Scale, which: Which) -> Self {
+    fn new(scale: Scale, meter: bool) -> Self {
         let vocab = word_vocab().len();
         let vilt = match scale {
             Scale::Default => ViltConfig::new(vocab, 64, 4, 4, 128, 32, 8, 32).with_modality_types(3),
             Scale::Smoke => ViltConfig::new(vocab, 32, 2, 2, 64, 32, 8, 16).with_modality_types(3),
         };
-        let meter = match scale {
-            Scale::Default => meter_config(&vilt, 2, 2),
-            Scale::Smoke => meter_config(&vilt, 1, 1),
+        let backbone = match (meter, scale) {
+            (false, _) => Backbone::Vilt(vilt.clone()),
+            (true, Scale::Default) => Backbone::Meter(meter_config(&vilt, 2, 2)),
+            (true, Scale::Smoke) => Backbone::Meter(meter_config(&vilt, 1, 1)),
         };
         match scale {
             Scale::Default => Self {
                 vilt,
-                meter,
-                which,
+                backbone,
                 vit_pretrain_n: 8_000,
                 vit_pretrain_epochs: 5,
                 pretrain_n: 10_000,
@@ -145,8 +138,7 @@ impl Embedded {
             },
             Scale::Smoke => Self {
                 vilt,
-                meter,
-                which,
+                backbone,
                 vit_pretrain_n: 500,
                 vit_pretrain_epochs: 1,
                 pretrain_n: 500,
@@ -163,63 +155,10 @@ impl Embedded {
         }
     }
 
-    /// Tokens per sample of the embedded ViLT: every text position and image patch plus the
-    /// class token (the FLOP formulas' `N`).
-    fn tokens(&self) -> usize {
-        let g = self.vilt.image_size / self.vilt.patch_size;
-        self.vilt.max_text_len + 1 + g * g
-    }
-
-    /// The embedded backbone as the FLOP formulas see it.
+    /// The embedded backbone as the FLOP formulas see it: every text position, the image's
+    /// class token and patches (ViLT's `N`; METER's two streams).
     fn arch(&self) -> Arch {
-        match self.which {
-            Which::Vilt => Arch::SingleStream {
-                layers: self.vilt.num_layers,
-                dim: self.vilt.hidden_size,
-                tokens: self.tokens(),
-                backbone_params: self.vilt.num_params(),
-            },
-            Which::Meter => {
-                let g = self.vilt.image_size / self.vilt.patch_size;
-                Arch::TwoStream {
-                    layers: self.meter.num_layers,
-                    dim: self.meter.hidden_size,
-                    text_tokens: self.vilt.max_text_len,
-                    image_tokens: 1 + g * g,
-                    backbone_params: self.meter.num_params(),
-                }
-            }
-        }
-    }
-
-    /// The tuned blocks of the embedded backbone.
-    fn layout(&self) -> petl_core::hooks::Layout {
-        match self.which {
-            Which::Vilt => self.vilt.layout(),
-            Which::Meter => self.meter.layout(),
-        }
-    }
-
-    /// The embedded backbone's config (settings and checkpoints record it).
-    fn backbone_json(&self) -> serde_json::Value {
-        match self.which {
-            Which::Vilt => serde_json::to_value(&self.vilt).expect("config serialises"),
-            Which::Meter => serde_json::to_value(&self.meter).expect("config serialises"),
-        }
-    }
-
-    fn backbone_kind(&self) -> &'static str {
-        match self.which {
-            Which::Vilt => "vilt",
-            Which::Meter => "meter",
-        }
-    }
-
-    fn backbone_params(&self) -> usize {
-        match self.which {
-            Which::Vilt => self.vilt.num_params(),
-            Which::Meter => self.meter.num_params(),
-        }
+        self.backbone.arch(self.vilt.max_text_len)
     }
 }
 
@@ -244,13 +183,12 @@ fn pretrained(e: &Embedded, seed: u64, device: &Device, quiet: bool) -> Result<P
         v.max_text_len, e.pretrain_n, e.pretrain_epochs, e.vit_pretrain_n, e.vit_pretrain_epochs
     );
     let (s, p) = (v.image_size, v.patch_size);
-    let name = match e.which {
-        Which::Vilt => format!(
+    let name = match &e.backbone {
+        Backbone::Vilt(v) => format!(
             "shapes-vilt-s{s}-p{p}-d{}-l{}-h{}-m{}-{tail}.safetensors",
             v.hidden_size, v.num_layers, v.num_heads, v.mlp_dim
         ),
-        Which::Meter => {
-            let m = &e.meter;
+        Backbone::Meter(m) => {
             format!(
                 "shapes-meter-s{s}-p{p}-d{}-text{}-vision{}-fusion{}-h{}-m{}-{tail}.safetensors",
                 m.hidden_size,
@@ -263,7 +201,7 @@ fn pretrained(e: &Embedded, seed: u64, device: &Device, quiet: bool) -> Result<P
         }
     };
     let path = cache_dir().join(&name);
-    let what = e.backbone_kind().to_uppercase().replace("VILT", "ViLT");
+    let what = e.backbone.name();
     if path.exists() {
         println!("pretrained {what}: {} (cached)", path.display());
         return Ok(path);
@@ -280,16 +218,16 @@ fn pretrained(e: &Embedded, seed: u64, device: &Device, quiet: bool) -> Result<P
     let vit_map = read_safetensors(&vit)?;
     let vit_name = vit.display().to_string();
     let vocab = word_vocab().len();
-    let map = match e.which {
-        Which::Vilt => {
+    let map = match &e.backbone {
+        Backbone::Vilt(v) => {
             let mut backbone = v.init(&ad);
             let (transformer, report) = apply(backbone.transformer, vit_map);
             report.check(&vit_name, |_| false)?;
             backbone.transformer = transformer;
             pretrain_with_itm_mlm(e, VlPretraining::new(backbone, vocab, &ad), seed, quiet)?
         }
-        Which::Meter => {
-            let mut backbone = e.meter.init(&ad);
+        Backbone::Meter(m) => {
+            let mut backbone = m.init(&ad);
             let (vision, report) = apply(backbone.vision, vit_map);
             report.check(&vit_name, |_| false)?;
             backbone.vision = vision;
@@ -363,7 +301,7 @@ fn pretrain_with_itm_mlm<E: VlBackbone>(
         .with_seed(seed);
     let mut trainer = Trainer::new(cfg);
     trainer.progress = !quiet;
-    trainer.label = format!("pretrain {}", e.backbone_kind());
+    trainer.label = format!("pretrain {}", e.backbone.kind());
     let (model, report) = trainer.fit_task(model, &task, &[train.as_ref()], &[&test as &dyn Samples<VlSample>])?;
     let last = report.epochs.last().map(|l| l.test_metrics.clone()).unwrap_or_default();
     println!(
@@ -449,9 +387,9 @@ struct Run<'a> {
 impl Run<'_> {
     /// One cell on the embedded backbone.
     fn run(&self, task: AptTask, variant: Variant, dir: &Path) -> Result<AptCell> {
-        match self.e.which {
-            Which::Vilt => self.run_on(task, variant, dir, |d| self.e.vilt.init(d)),
-            Which::Meter => self.run_on(task, variant, dir, |d| self.e.meter.init(d)),
+        match &self.e.backbone {
+            Backbone::Vilt(v) => self.run_on(task, variant, dir, |d| v.init(d)),
+            Backbone::Meter(m) => self.run_on(task, variant, dir, |d| m.init(d)),
         }
     }
 
@@ -505,7 +443,7 @@ impl Run<'_> {
         let cfg = self.recipe(task);
         let (train, test) = self.datasets(task);
         let settings = serde_json::json!({
-            "paper": "apt", "variant": variant, "variants": self.variants, "backbone": self.e.backbone_json(),
+            "paper": "apt", "variant": variant, "variants": self.variants, "backbone": self.e.backbone.config_json(),
             "train": &cfg, "task": task.name(), "inputs": self.inputs,
             "data": { "train": [train.name(), train.len()], "test": [test.name(), test.len()],
                       "negatives": self.e.negatives },
@@ -516,7 +454,7 @@ impl Run<'_> {
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .filter(|_| dir.join("adapter.safetensors").exists());
-        let adapter_params = self.variants.num_params(variant, &self.e.layout());
+        let adapter_params = self.variants.num_params(variant, &self.e.backbone.layout());
         if let Some(r) = finished {
             let metrics: std::collections::BTreeMap<String, f64> = serde_json::from_value(r["metrics"].clone())?;
             println!("{label}: {} (finished run reused)", summary(task, &metrics));
@@ -574,7 +512,7 @@ impl Run<'_> {
             &dir.join("adapter.safetensors"),
             &adapter_tensors(&model.valid(), variant),
             &serde_json::json!({ "paper": "apt", "variant": variant, "variants": self.variants,
-                                 "backbone_kind": self.e.backbone_kind(), "backbone": self.e.backbone_json(),
+                                 "backbone_kind": self.e.backbone.kind(), "backbone": self.e.backbone.config_json(),
                                  "task": task.name(), "head": task.head(), "class_token_id": class_token,
                                  "tokenizer": "shapes-words" }),
         )?;
@@ -655,23 +593,23 @@ fn tables(cells: &[AptCell], variants: &[Variant], cfg: &VariantConfig, paper: &
     use std::fmt::Write;
     let embedded_arch = e.arch();
     let mut md = String::new();
-    let _ = match e.which {
-        Which::Vilt => writeln!(
+    let text = e.vilt.max_text_len;
+    let _ = match &e.backbone {
+        Backbone::Vilt(v) => writeln!(
             md,
             "### Embedded ViLT (D {}, {} layers, {} tokens) on the shapes world: the layout of the ViLT-B/32 table\n",
-            e.vilt.hidden_size,
-            e.vilt.num_layers,
-            e.tokens()
+            v.hidden_size,
+            v.num_layers,
+            text + e.backbone.image_tokens()
         ),
-        Which::Meter => writeln!(
+        Backbone::Meter(m) => writeln!(
             md,
-            "### Embedded METER (D {}, text {} + image {} layers, {} fusion layers per stream, {} text + {} image tokens) on the shapes world: the layout of the METER table\n",
-            e.meter.hidden_size,
-            e.meter.text.num_hidden_layers,
-            e.meter.vision.num_layers,
-            e.meter.num_layers,
-            e.vilt.max_text_len,
-            e.tokens() - e.vilt.max_text_len
+            "### Embedded METER (D {}, text {} + image {} layers, {} fusion layers per stream, {text} text + {} image tokens) on the shapes world: the layout of the METER table\n",
+            m.hidden_size,
+            m.text.num_hidden_layers,
+            m.vision.num_layers,
+            m.num_layers,
+            e.backbone.image_tokens()
         ),
     };
     let _ = writeln!(md, "| Method | Updated Param | Add. FLOPs | VQA score | NLVR2 acc | IR R@1 | TR R@1 | Avg |");
@@ -693,7 +631,7 @@ fn tables(cells: &[AptCell], variants: &[Variant], cfg: &VariantConfig, paper: &
         } else {
             "—".into()
         };
-        let n = if v == Variant::Full { e.backbone_params() } else { cfg.num_params(v, &e.layout()) };
+        let n = if v == Variant::Full { e.backbone.num_params() } else { cfg.num_params(v, &e.backbone.layout()) };
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {avg} |",
@@ -727,19 +665,22 @@ fn tables(cells: &[AptCell], variants: &[Variant], cfg: &VariantConfig, paper: &
     md
 }
 
-/// Settings `KEY=VALUE` of [`VariantConfig`]: `num_prompts`, `rank`, `freeze_scale`, `mm_std`
-/// (APT), `deep_prompts`, `lora_rank`, `adapter_bottleneck`, `pa_bottleneck`, `pa_scale`,
+/// Settings `KEY=VALUE` of [`VariantConfig`]: `num_prompts`, `rank`, `freeze_scale`, `mm_std`,
+/// `prompt_std` (APT), `deep_prompts`, `lora_rank`, `adapter_bottleneck`, `pa_bottleneck`, `pa_scale`,
 /// `meter_deep_prompt_cross_only`, `meter_official_init`.
 pub fn variant_config(sets: &[String]) -> Result<VariantConfig> {
     let mut v = serde_json::to_value(VariantConfig::new())?;
     for s in sets {
         let (key, value) = s.split_once('=').with_context(|| format!("--set {s}: expected KEY=VALUE"))?;
         let value: serde_json::Value = serde_json::from_str(value).unwrap_or(serde_json::Value::String(value.into()));
-        let slot =
-            if ["num_prompts", "rank", "freeze_scale", "mm_std"].contains(&key) { &mut v["apt"] } else { &mut v };
+        let slot = if ["num_prompts", "rank", "freeze_scale", "mm_std", "prompt_std"].contains(&key) {
+            &mut v["apt"]
+        } else {
+            &mut v
+        };
         if slot.get(key).is_none() {
             bail!(
-                "--set {key}: not a setting of APT's variants (known: num_prompts, rank, freeze_scale, mm_std, deep_prompts, lora_rank, adapter_bottleneck, pa_bottleneck, pa_scale, meter_deep_prompt_cross_only, meter_official_init)"
+                "--set {key}: not a setting of APT's variants (known: num_prompts, rank, freeze_scale, mm_std, prompt_std, deep_prompts, lora_rank, adapter_bottleneck, pa_bottleneck, pa_scale, meter_deep_prompt_cross_only, meter_official_init)"
             );
         }
         slot[key] = value;
@@ -784,24 +725,18 @@ pub fn reproduce(args: &ReproduceArgs, out: &Path) -> Result<()> {
             "--tokenizer, --heads, --batch, --limit and --resolution belong to the real-data run (--data-root, --checkpoint)"
         );
     }
-    let which = match args.backbone.as_str() {
+    let meter = match args.backbone.as_str() {
         // `vit-b16` is the option's default (ARC's).
-        "vilt-b32" | "vilt" | "vit-b16" => Which::Vilt,
-        "meter" => Which::Meter,
+        "vilt-b32" | "vilt" | "vit-b16" => false,
+        "meter" => true,
         other => bail!("--backbone {other}: the embedded APT tables run on vilt-b32 (default) or meter"),
     };
     // METER's cells sit beside ViLT's, in `<out>/meter/`.
-    let meter_out;
-    let out = match which {
-        Which::Vilt => out,
-        Which::Meter => {
-            meter_out = out.join("meter");
-            &meter_out
-        }
-    };
+    let meter_out = out.join("meter");
+    let out = if meter { &meter_out } else { out };
     let device = petl_core::device::device_from_name(&args.backend)?;
     let start = std::time::Instant::now();
-    let e = Embedded::new(args.scale, which);
+    let e = Embedded::new(args.scale, meter);
     let variants: Vec<Variant> = if args.methods.is_empty() {
         Variant::ALL.to_vec()
     } else {

@@ -8,11 +8,10 @@
 
 use anyhow::{Context, Result, bail};
 use apt::accounting::{Arch, extra_flops};
-use apt::{Variant, VariantConfig, VlTuner};
+use apt::{Backbone, Variant, VariantConfig, VlTuner};
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use petl_core::bert::{BertConfig, TextInput};
-use petl_core::hooks::Layout;
 use petl_core::meter::MeterConfig;
 use petl_core::train::vl::{VlClassify, VlInput};
 use petl_core::vilt::ViltConfig;
@@ -34,156 +33,95 @@ const METER_TEXT_LEN: usize = 41;
 /// of the APT paper's METER FLOPs (577 image tokens).
 const METER_RESOLUTION: usize = 288;
 
-/// The backbone presets of the APT bench (random weights).
-#[derive(Clone, Debug, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum BenchBackbone {
-    /// ViLT (Table 1).
-    Vilt(ViltConfig),
-    /// METER (Table 2).
-    Meter(MeterConfig),
+/// The backbone presets of the APT bench (random weights): `vilt-b32`, `vilt-tiny` (ViLT-B/32
+/// at ViT-Ti widths), `vilt-test` (milliseconds); `meter` (`meter_clip16_roberta`), `meter-tiny`
+/// (METER at ViT-Ti widths: every tower and the fusion layers D 192, 3 heads, FFN 768, the same
+/// depths and token counts), `meter-test` (milliseconds). `resolution`: the square image side
+/// (default: the preset's).
+pub(crate) fn preset(name: &str, resolution: Option<usize>) -> Result<Backbone> {
+    let vilt = |c: ViltConfig| {
+        Backbone::Vilt(ViltConfig { image_size: resolution.unwrap_or(c.image_size), ..c }.with_modality_types(3))
+    };
+    let res = resolution.unwrap_or(METER_RESOLUTION);
+    let backbone = match name {
+        "vilt-b32" => vilt(ViltConfig::vilt_b32()),
+        "vilt-tiny" => vilt(ViltConfig::new(30522, 192, 12, 3, 768, 40, 32, 384)),
+        "vilt-test" => vilt(ViltConfig::new(2000, 32, 2, 2, 64, 40, 8, 32)),
+        "meter" => Backbone::Meter(MeterConfig::meter_clip16_roberta(res)),
+        "meter-tiny" => {
+            let paper = MeterConfig::meter_clip16_roberta(res);
+            let (d, heads, ffn) = (192, 3, 768);
+            Backbone::Meter(MeterConfig {
+                text: BertConfig {
+                    hidden_size: d,
+                    num_attention_heads: heads,
+                    intermediate_size: ffn,
+                    ..paper.text.clone()
+                },
+                vision: VitConfig { hidden_size: d, num_heads: heads, mlp_dim: ffn, ..paper.vision.clone() },
+                hidden_size: d,
+                num_heads: heads,
+                intermediate_size: ffn,
+                ..paper
+            })
+        }
+        "meter-test" => {
+            let text = BertConfig::new(2000, 32, 1, 2, 64, 64).with_pad_token_id(1).with_roberta_positions(true);
+            let vision =
+                VitConfig::new(resolution.unwrap_or(32), 8, 32, 1, 2, 64).clip().with_pooling(VitPooling::NormedClass);
+            Backbone::Meter(
+                MeterConfig::new(text, vision)
+                    .with_hidden_size(32)
+                    .with_num_layers(2)
+                    .with_num_heads(2)
+                    .with_intermediate_size(64),
+            )
+        }
+        other => bail!(
+            "unknown APT bench backbone `{other}` (known: vilt-b32, vilt-tiny, vilt-test, meter, meter-tiny, meter-test)"
+        ),
+    };
+    let resolution = resolution.map(|r| format!(" --resolution {r}")).unwrap_or_default();
+    backbone.validate().with_context(|| format!("--backbone {name}{resolution}"))?;
+    Ok(backbone)
 }
 
-impl BenchBackbone {
-    /// `vilt-b32`, `vilt-tiny` (ViLT-B/32 at ViT-Ti widths), `vilt-test` (milliseconds);
-    /// `meter` (`meter_clip16_roberta`), `meter-tiny` (METER at ViT-Ti widths: every tower and
-    /// the fusion layers D 192, 3 heads, FFN 768, the same depths and token counts), `meter-test`
-    /// (milliseconds). `resolution`: the square image side (default: the preset's).
-    pub(crate) fn preset(name: &str, resolution: Option<usize>) -> Result<Self> {
-        let vilt = |c: ViltConfig| {
-            BenchBackbone::Vilt(
-                ViltConfig { image_size: resolution.unwrap_or(c.image_size), ..c }.with_modality_types(3),
-            )
-        };
-        let res = resolution.unwrap_or(METER_RESOLUTION);
-        let backbone = match name {
-            "vilt-b32" => vilt(ViltConfig::vilt_b32()),
-            "vilt-tiny" => vilt(ViltConfig::new(30522, 192, 12, 3, 768, 40, 32, 384)),
-            "vilt-test" => vilt(ViltConfig::new(2000, 32, 2, 2, 64, 40, 8, 32)),
-            "meter" => BenchBackbone::Meter(MeterConfig::meter_clip16_roberta(res)),
-            "meter-tiny" => {
-                let paper = MeterConfig::meter_clip16_roberta(res);
-                let (d, heads, ffn) = (192, 3, 768);
-                BenchBackbone::Meter(MeterConfig {
-                    text: BertConfig {
-                        hidden_size: d,
-                        num_attention_heads: heads,
-                        intermediate_size: ffn,
-                        ..paper.text.clone()
-                    },
-                    vision: VitConfig { hidden_size: d, num_heads: heads, mlp_dim: ffn, ..paper.vision.clone() },
-                    hidden_size: d,
-                    num_heads: heads,
-                    intermediate_size: ffn,
-                    ..paper
-                })
-            }
-            "meter-test" => {
-                let text = BertConfig::new(2000, 32, 1, 2, 64, 64).with_pad_token_id(1).with_roberta_positions(true);
-                let vision = VitConfig::new(resolution.unwrap_or(32), 8, 32, 1, 2, 64)
-                    .clip()
-                    .with_pooling(VitPooling::NormedClass);
-                BenchBackbone::Meter(
-                    MeterConfig::new(text, vision)
-                        .with_hidden_size(32)
-                        .with_num_layers(2)
-                        .with_num_heads(2)
-                        .with_intermediate_size(64),
-                )
-            }
-            other => bail!(
-                "unknown APT bench backbone `{other}` (known: vilt-b32, vilt-tiny, vilt-test, meter, meter-tiny, meter-test)"
-            ),
-        };
-        let valid = match &backbone {
-            BenchBackbone::Vilt(c) => c.validate(),
-            BenchBackbone::Meter(c) => c.validate(),
-        };
-        let resolution = resolution.map(|r| format!(" --resolution {r}")).unwrap_or_default();
-        valid.with_context(|| format!("--backbone {name}{resolution}"))?;
-        Ok(backbone)
+/// Text tokens of the timed input: ViLT 40 (its `max_text_len`), METER the paper's 41.
+fn text_len(bb: &Backbone) -> usize {
+    match bb {
+        Backbone::Vilt(c) => 40.min(c.max_text_len),
+        Backbone::Meter(_) => METER_TEXT_LEN,
     }
+}
 
-    /// Text tokens of the timed input: ViLT 40 (its `max_text_len`), METER the paper's 41.
-    fn text_len(&self) -> usize {
-        match self {
-            BenchBackbone::Vilt(c) => 40.min(c.max_text_len),
-            BenchBackbone::Meter(_) => METER_TEXT_LEN,
-        }
-    }
+/// The shape `extra_flops` takes for the timed input.
+fn arch(bb: &Backbone) -> Arch {
+    bb.arch(text_len(bb))
+}
 
-    fn image_size(&self) -> usize {
-        match self {
-            BenchBackbone::Vilt(c) => c.image_size,
-            BenchBackbone::Meter(c) => c.vision.image_size,
-        }
-    }
-
-    fn patch_size(&self) -> usize {
-        match self {
-            BenchBackbone::Vilt(c) => c.patch_size,
-            BenchBackbone::Meter(c) => c.vision.patch_size,
-        }
-    }
-
-    /// Image tokens of one image: its class token and `(S / P)²` patches.
-    fn image_tokens(&self) -> usize {
-        let g = self.image_size() / self.patch_size();
-        1 + g * g
-    }
-
-    /// The shape `extra_flops` takes: ViLT one stream over text and image tokens; METER two
-    /// streams of `num_layers` fusion layers each.
-    fn arch(&self) -> Arch {
-        match self {
-            BenchBackbone::Vilt(c) => Arch::SingleStream {
-                layers: c.num_layers,
-                dim: c.hidden_size,
-                tokens: self.text_len() + self.image_tokens(),
-                backbone_params: c.num_params(),
-            },
-            BenchBackbone::Meter(c) => Arch::TwoStream {
-                layers: c.num_layers,
-                dim: c.hidden_size,
-                text_tokens: self.text_len(),
-                image_tokens: self.image_tokens(),
-                backbone_params: c.num_params(),
-            },
-        }
-    }
-
-    /// The blocks the variants are built for.
-    fn layout(&self) -> Layout {
-        match self {
-            BenchBackbone::Vilt(c) => c.layout(),
-            BenchBackbone::Meter(c) => c.layout(),
-        }
-    }
-
-    /// The table's first line after the CPU.
-    fn describe(&self, name: &str) -> String {
-        let (text, image) = (self.text_len(), self.image_tokens());
-        match self {
-            BenchBackbone::Vilt(c) => format!(
-                "ViLT `{name}` (D {}, {} layers), {} px, {} tokens per sample ({text} text + class + {} patches)",
-                c.hidden_size,
-                c.num_layers,
-                c.image_size,
-                text + image,
-                image - 1
-            ),
-            BenchBackbone::Meter(c) => format!(
-                "METER `{name}` (fusion D {}, {} layers per stream; text tower {} × {}, image tower {} × {}), {} px, \
-                 {text} text + {image} image tokens per stream pass (NLVR2 pair: two passes per sample)",
-                c.hidden_size,
-                c.num_layers,
-                c.text.num_hidden_layers,
-                c.text.hidden_size,
-                c.vision.num_layers,
-                c.vision.hidden_size,
-                c.vision.image_size
-            ),
-        }
+/// The table's first line after the CPU.
+fn describe(bb: &Backbone, name: &str) -> String {
+    let (text, image) = (text_len(bb), bb.image_tokens());
+    match bb {
+        Backbone::Vilt(c) => format!(
+            "ViLT `{name}` (D {}, {} layers), {} px, {} tokens per sample ({text} text + class + {} patches)",
+            c.hidden_size,
+            c.num_layers,
+            c.image_size,
+            text + image,
+            image - 1
+        ),
+        Backbone::Meter(c) => format!(
+            "METER `{name}` (fusion D {}, {} layers per stream; text tower {} × {}, image tower {} × {}), {} px, \
+             {text} text + {image} image tokens per stream pass (NLVR2 pair: two passes per sample)",
+            c.hidden_size,
+            c.num_layers,
+            c.text.num_hidden_layers,
+            c.text.hidden_size,
+            c.vision.num_layers,
+            c.vision.hidden_size,
+            c.vision.image_size
+        ),
     }
 }
 
@@ -241,7 +179,7 @@ fn random_pair(batch: usize, text_len: usize, image_size: usize, device: &Device
 /// once per round, so slow drift of a noisy machine spreads over all.
 fn time_variants<E: VlBackbone>(
     backbone: E,
-    bb: &BenchBackbone,
+    bb: &Backbone,
     variants: &[Variant],
     cfg: &VariantConfig,
     args: &BenchArgs,
@@ -249,7 +187,7 @@ fn time_variants<E: VlBackbone>(
     ad: &Device,
 ) -> Vec<Timed> {
     let layout = bb.layout();
-    let input = |device: &Device| random_pair(args.batch, bb.text_len(), bb.image_size(), device);
+    let input = |device: &Device| random_pair(args.batch, text_len(bb), bb.image_size(), device);
     let mut models: Vec<Option<VlModel<E, VlTuner>>> = variants
         .iter()
         .map(|&v| {
@@ -305,22 +243,22 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if args.steps == 0 || args.batch == 0 {
         bail!("--steps and --batch must be at least 1");
     }
-    let bb = BenchBackbone::preset(&args.backbone, args.resolution)?;
+    let bb = preset(&args.backbone, args.resolution)?;
     let cfg = variant_config(&args.set)?;
     let mut variants: Vec<Variant> =
         args.method.iter().map(|m| Variant::parse(m).map_err(anyhow::Error::msg)).collect::<Result<_>>()?;
     // The plain backbone first: every row's extra time is against it.
     variants.retain(|&v| v != Variant::Classifier);
     variants.insert(0, Variant::Classifier);
-    let (arch, layout) = (bb.arch(), bb.layout());
+    let (arch, layout) = (arch(&bb), bb.layout());
     let mut rows = vec![];
     for backend in &args.backend {
         let device = petl_core::device::device_from_name(backend)?;
         let ad = device.clone().autodiff();
         ad.seed(0);
         let timed = match &bb {
-            BenchBackbone::Vilt(c) => time_variants(c.init(&ad), &bb, &variants, &cfg, args, &device, &ad),
-            BenchBackbone::Meter(c) => time_variants(c.init(&ad), &bb, &variants, &cfg, args, &device, &ad),
+            Backbone::Vilt(c) => time_variants(c.init(&ad), &bb, &variants, &cfg, args, &device, &ad),
+            Backbone::Meter(c) => time_variants(c.init(&ad), &bb, &variants, &cfg, args, &device, &ad),
         };
         let plain = timed[0].infer_median_s;
         for (&v, t) in variants.iter().zip(timed) {
@@ -348,7 +286,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let md = markdown(&bb, &rows, &cfg, args);
     let setup = serde_json::json!({
         "backbone": args.backbone, "config": bb, "variants": cfg,
-        "text_tokens": bb.text_len(), "image_tokens": bb.image_tokens(),
+        "text_tokens": text_len(&bb), "image_tokens": bb.image_tokens(),
         "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "cpu": petl_core::device::host_cpu(),
     });
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
@@ -364,12 +302,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
 }
 
 /// The table, and per backend APT's extra inference time as a ratio of deep prompt's.
-fn markdown(bb: &BenchBackbone, rows: &[BenchRow], cfg: &VariantConfig, args: &BenchArgs) -> String {
+fn markdown(bb: &Backbone, rows: &[BenchRow], cfg: &VariantConfig, args: &BenchArgs) -> String {
     use std::fmt::Write;
     let mut md = format!(
         "CPU: {}\n\n{}, batch {}, median of {} rounds after {} warm-up\n\n",
         petl_core::device::host_cpu(),
-        bb.describe(&args.backbone),
+        describe(bb, &args.backbone),
         args.batch,
         args.steps,
         args.warmup
@@ -393,7 +331,7 @@ fn markdown(bb: &BenchBackbone, rows: &[BenchRow], cfg: &VariantConfig, args: &B
             r.trainable_params
         );
     }
-    let arch = bb.arch();
+    let arch = arch(bb);
     for backend in &args.backend {
         let extra = |v: Variant| rows.iter().find(|r| &r.backend == backend && r.variant == v).map(|r| r.extra_infer_s);
         if let (Some(apt), Some(dp)) = (extra(Variant::Apt), extra(Variant::DeepPrompt)) {
@@ -414,7 +352,7 @@ mod tests {
 
     #[test]
     fn meter_at_384_px_has_the_token_counts_of_the_papers_flops() {
-        let bench = BenchBackbone::preset("meter", Some(384)).unwrap().arch();
+        let bench = arch(&preset("meter", Some(384)).unwrap());
         let cfg = VariantConfig::new();
         for v in [Variant::Apt, Variant::DeepPrompt, Variant::Adapter, Variant::ScaledPa, Variant::Lora] {
             assert_eq!(extra_flops(bench, v, &cfg), extra_flops(Arch::meter(), v, &cfg), "{v:?}");
@@ -424,7 +362,7 @@ mod tests {
 
     #[test]
     fn a_resolution_off_the_patch_grid_is_refused() {
-        let err = format!("{:#}", BenchBackbone::preset("meter-tiny", Some(300)).unwrap_err());
+        let err = format!("{:#}", preset("meter-tiny", Some(300)).unwrap_err());
         assert!(err.contains("--resolution 300") && err.contains("16"), "{err}");
     }
 }

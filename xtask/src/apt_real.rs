@@ -28,7 +28,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use apt::official::{Heads, Inspected, Official, OfficialBackbone, build, inspect};
+use apt::Backbone;
+use apt::official::{Heads, Inspected, Official, build, inspect};
 use apt::{Variant, VariantConfig};
 use burn::module::Module;
 use burn::prelude::*;
@@ -189,7 +190,7 @@ pub fn reproduce(args: &ReproduceArgs, out: &Path, variants_cfg: VariantConfig) 
     let heads = Heads { model: args.heads, text: args.heads, vision: args.heads };
     let map = petl_core::weights::read_checkpoint(&ckpt)?;
     let found = inspect(&map, heads)?;
-    let meter = matches!(found.backbone, OfficialBackbone::Meter(_));
+    let meter = matches!(found.backbone, Backbone::Meter(_));
     match args.backbone.as_str() {
         "vilt-b32" | "vilt" if meter => {
             bail!("{}: a METER checkpoint, not --backbone {}", ckpt.display(), args.backbone)
@@ -242,10 +243,8 @@ pub fn reproduce(args: &ReproduceArgs, out: &Path, variants_cfg: VariantConfig) 
         for &v in &variants {
             let dir = out.join(task.name()).join(v.name());
             let cell = match real.found.backbone.clone() {
-                OfficialBackbone::Vilt(cfg) => {
-                    real.cell(task, v, &dir, serde_json::to_value(&cfg)?, |d| cfg.init(d))?
-                }
-                OfficialBackbone::Meter(cfg) => {
+                Backbone::Vilt(cfg) => real.cell(task, v, &dir, serde_json::to_value(&cfg)?, |d| cfg.init(d))?,
+                Backbone::Meter(cfg) => {
                     let res = real.args.resolution.unwrap_or(recipe(true, task).image) as usize;
                     let cfg = petl_core::meter::MeterConfig {
                         vision: petl_core::vit::VitConfig { image_size: res, ..cfg.vision.clone() },
@@ -293,12 +292,11 @@ impl Real<'_> {
         backbone_config: serde_json::Value,
         make: impl Fn(&Device) -> E,
     ) -> Result<Cell> {
-        let meter = matches!(self.found.backbone, OfficialBackbone::Meter(_));
+        let meter = matches!(self.found.backbone, Backbone::Meter(_));
         let r = recipe(meter, task);
-        let (patch, text_positions, vocab, pad) = match &self.found.backbone {
-            OfficialBackbone::Vilt(c) => (c.patch_size as u32, c.max_text_len, c.vocab_size, 0),
-            OfficialBackbone::Meter(c) => (c.vision.patch_size as u32, c.text.max_text_len(), c.text.vocab_size, 1),
-        };
+        let b = &self.found.backbone;
+        let (patch, text_positions, vocab, pad) =
+            (b.patch_size() as u32, b.max_text_len(), b.vocab_size(), b.pad_token_id() as u32);
         let max_len = r.text_len.min(text_positions);
         let tok =
             || -> Result<HfTokenizer> { Ok(HfTokenizer::from_file(&self.tokenizer, pad, vocab)?.with_truncation()) };
@@ -466,10 +464,7 @@ fn write_vqa_answers<M: VlClassify>(
 
 fn table(cells: &[Cell], variants: &[Variant], real: &Real) -> String {
     use std::fmt::Write;
-    let layout = match &real.found.backbone {
-        OfficialBackbone::Vilt(c) => c.layout(),
-        OfficialBackbone::Meter(c) => c.layout(),
-    };
+    let layout = real.found.backbone.layout();
     let get = |task: RealTask, v: Variant, key: &str| {
         cells
             .iter()

@@ -52,7 +52,8 @@ mod adapter;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use apt::official::{Heads, OfficialBackbone, inspect};
+use apt::Backbone;
+use apt::official::{Heads, inspect};
 use apt::{Variant, VlTuner};
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -183,7 +184,7 @@ fn official(args: &PredictArgs, raw: bool, device: &Device) -> Result<()> {
     let inputs = read_inputs(args, spec, head == VlHeadKind::Nlvr2)?;
     let (h, w) = (inputs.h, inputs.w);
     let logits = match found.backbone {
-        OfficialBackbone::Vilt(cfg) => {
+        Backbone::Vilt(cfg) => {
             agree("hidden_size", config.hidden_size, cfg.hidden_size, ckpt)?;
             agree("num_layers", config.num_layers, cfg.num_layers, ckpt)?;
             agree("vocab_size", config.vocab_size, cfg.vocab_size, ckpt)?;
@@ -198,7 +199,7 @@ fn official(args: &PredictArgs, raw: bool, device: &Device) -> Result<()> {
             let model = build_official(cfg.init(device), &found.variants, variant, head, map, device)?;
             logits(&model, &inputs, 0, device)?
         }
-        OfficialBackbone::Meter(cfg) => {
+        Backbone::Meter(cfg) => {
             agree("hidden_size", config.hidden_size, cfg.hidden_size, ckpt)?;
             agree("num_top_layer", config.num_top_layer, cfg.num_layers, ckpt)?;
             agree("vocab_size", config.vocab_size, cfg.text.vocab_size, ckpt)?;
@@ -224,15 +225,13 @@ fn official(args: &PredictArgs, raw: bool, device: &Device) -> Result<()> {
 
 /// `--backbone vilt-b32|vilt|meter`, if given, names the family of `backbone` (`what`: the file
 /// kind in the message).
-fn check_backbone_flag(args: &PredictArgs, backbone: &OfficialBackbone, file: &str, what: &str) -> Result<()> {
+fn check_backbone_flag(args: &PredictArgs, backbone: &Backbone, file: &str, what: &str) -> Result<()> {
     let Some(given) = args.backbone.as_deref() else { return Ok(()) };
-    match backbone {
-        OfficialBackbone::Vilt(_) if !matches!(given, "vilt-b32" | "vilt") => {
-            bail!("{file}: a ViLT {what}, not --backbone {given}")
-        }
-        OfficialBackbone::Meter(_) if given != "meter" => bail!("{file}: a METER {what}, not --backbone {given}"),
-        _ => Ok(()),
+    let kind = if given == "vilt-b32" { "vilt" } else { given };
+    if kind != backbone.kind() {
+        bail!("{file}: a {} {what}, not --backbone {given}", backbone.name());
     }
+    Ok(())
 }
 
 /// ViLT reads images of any size that is a multiple of its patch (its position table is
@@ -272,20 +271,20 @@ struct RawSpec {
 /// An official checkpoint's raw inputs: `--tokenizer` (truncating as the official code), ViLT's
 /// view (min-max resize into the padded canvas, shorter side `--resolution` or 384) and text
 /// prefix, or METER's (resize and centre crop at `--resolution` or 384).
-fn official_raw_spec(args: &PredictArgs, backbone: &OfficialBackbone) -> Result<RawSpec> {
+fn official_raw_spec(args: &PredictArgs, backbone: &Backbone) -> Result<RawSpec> {
     use petl_core::data::vl_views::{meter_view, vilt_view};
     let tokenizer = args.tokenizer.as_ref().context(
         "raw texts need --tokenizer FILE: the tokenizer.json of bert-base-uncased (ViLT) or roberta-base (METER)",
     )?;
     let (view, prefix, pad, vocab, max_len) = match backbone {
-        OfficialBackbone::Vilt(c) => (
+        Backbone::Vilt(c) => (
             vilt_view(args.resolution.unwrap_or(384), c.patch_size as u32),
             petl_core::data::arrow::VILT_TEXT_PREFIX,
             0,
             c.vocab_size,
             c.max_text_len,
         ),
-        OfficialBackbone::Meter(c) => {
+        Backbone::Meter(c) => {
             (meter_view(args.resolution.unwrap_or(384)), "", 1, c.text.vocab_size, c.text.max_text_len().min(50))
         }
     };

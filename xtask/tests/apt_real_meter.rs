@@ -76,7 +76,8 @@ fn param_paths<M: burn::module::Module>(module: &M) -> Vec<(String, bool)> {
 /// and no weight decay on biases and LayerNorm parameters. Checked under full tuning and every
 /// method, on the pretrained `checkpoint`.
 fn check_meter_lr_groups(config: &Path, head_scale: f64, checkpoint: &Path) {
-    use apt::official::{Heads, OfficialBackbone, build, inspect};
+    use apt::Backbone;
+    use apt::official::{Heads, build, inspect};
     use apt::{Variant, VariantConfig};
     use petl_core::encoder::Encoder;
     use petl_core::vl_model::VlHeadKind;
@@ -101,7 +102,7 @@ fn check_meter_lr_groups(config: &Path, head_scale: f64, checkpoint: &Path) {
     };
     let map = petl_core::weights::read_checkpoint(checkpoint).unwrap();
     let found = inspect(&map, Heads { model: Some(4), text: Some(4), vision: Some(4) }).unwrap();
-    let OfficialBackbone::Meter(cfg) = found.backbone else { panic!("a METER fixture") };
+    let Backbone::Meter(cfg) = found.backbone else { panic!("a METER fixture") };
     let device = petl_core::device::device_from_name("flex").unwrap().autodiff();
     for variant in
         [Variant::Full, Variant::Apt, Variant::DeepPrompt, Variant::Lora, Variant::Adapter, Variant::ScaledPa]

@@ -10,6 +10,8 @@
 //! - [`Variant`] / [`VariantConfig`] / [`VlTuner`]: APT and every baseline of the paper's
 //!   tables through one interface — deep prompt, LoRA, sequential adapter, scaled parallel
 //!   adapter, classifier only, full tuning — built for any backbone layout.
+//! - [`Backbone`]: ViLT or METER with its sizes, as official files, adapter checkpoints, the
+//!   embedded run and the bench name them.
 //! - [`accounting`]: the tables' "Updated Param" and "Additional FLOPs" columns.
 //! - [`official`]: the official checkpoints' key names (ViLT backbone, heads, every method's
 //!   tensors).
@@ -19,9 +21,11 @@
 #![warn(missing_docs)]
 
 pub mod accounting;
+pub mod backbone;
 pub mod module;
 pub mod official;
 
+pub use backbone::Backbone;
 pub use module::AptModule;
 
 use burn::prelude::*;
@@ -50,6 +54,13 @@ pub struct AptConfig {
     /// `None`: the paper's `A ~ N(0, 1)`, `B = 0`.
     #[config(default = "None")]
     pub mm_std: Option<f64>,
+    /// Standard deviation of the prompts' initialisation `P ~ N(0, σ²)`: the official 0.02.
+    /// The APT term `max_m(S)·S·P` is cubic in the prompts' scale and its scores grow with
+    /// `σ·√d`, so on a narrower model the same σ starts APT orders of magnitude smaller relative
+    /// to the frozen attention output than at d = 768; [`AptConfig::width_matched_prompt_std`]
+    /// gives the σ that keeps the official per-prompt score scale `0.02·√768`.
+    #[config(default = 0.02)]
+    pub prompt_std: f64,
 }
 
 impl AptConfig {
@@ -65,6 +76,13 @@ impl AptConfig {
         layout.blocks.iter().map(|b| attentions * self.module_params(b.dim)).sum()
     }
 
+    /// The prompt initialisation σ at width `dim` whose scores `h·p` (`h` layer-normalised, so
+    /// `|h| ≈ √d`) have the spread they have in the official models: `0.02·√(768/dim)`
+    /// (0.02 at d = 768).
+    pub fn width_matched_prompt_std(dim: usize) -> f64 {
+        0.02 * (768.0 / dim as f64).sqrt()
+    }
+
     /// Allocates one module per attention of `layout`.
     pub fn init(&self, layout: &Layout, device: &Device) -> Apt {
         let make = || {
@@ -72,7 +90,15 @@ impl AptConfig {
                 .blocks
                 .iter()
                 .map(|b| {
-                    AptModule::init_with(b.dim, self.num_prompts, self.rank, self.freeze_scale, self.mm_std, device)
+                    AptModule::init_with(
+                        b.dim,
+                        self.num_prompts,
+                        self.rank,
+                        self.freeze_scale,
+                        self.mm_std,
+                        self.prompt_std,
+                        device,
+                    )
                 })
                 .collect()
         };

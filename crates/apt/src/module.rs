@@ -45,18 +45,20 @@ impl AptModule {
     /// official code does; `freeze_scale` leaves `s` at 0 without gradient (the released METER
     /// code's trainable filter).
     pub fn init(dim: usize, num_prompts: usize, rank: usize, freeze_scale: bool, device: &Device) -> Self {
-        Self::init_with(dim, num_prompts, rank, freeze_scale, None, device)
+        Self::init_with(dim, num_prompts, rank, freeze_scale, None, 0.02, device)
     }
 
     /// As [`AptModule::init`]; `mm_std: Some(σ)` draws both `A` and `B` from `N(0, σ²)`: what
     /// the released METER code trains from, as it re-initialises every Linear inside the fusion
-    /// layers after building them (`meter_module_apt.py`, `apply(init_weights)`).
+    /// layers after building them (`meter_module_apt.py`, `apply(init_weights)`); `prompt_std`
+    /// is the σ of `P ~ N(0, σ²)` (officially 0.02).
     pub fn init_with(
         dim: usize,
         num_prompts: usize,
         rank: usize,
         freeze_scale: bool,
         mm_std: Option<f64>,
+        prompt_std: f64,
         device: &Device,
     ) -> Self {
         let scale = Initializer::Zeros.init([1], device);
@@ -65,7 +67,7 @@ impl AptModule {
             None => (Initializer::Normal { mean: 0.0, std: 1.0 }, Initializer::Zeros),
         };
         Self {
-            prompts: Initializer::Normal { mean: 0.0, std: 0.02 }.init([num_prompts, dim], device),
+            prompts: Initializer::Normal { mean: 0.0, std: prompt_std }.init([num_prompts, dim], device),
             a: a.init([dim, rank], device),
             b: b.init([rank, dim], device),
             scale: if freeze_scale { scale.set_require_grad(false) } else { scale },
@@ -90,5 +92,35 @@ impl AptModule {
         let scale = self.scale.val().exp().reshape([1, 1, 1]);
         let weight = scores.clone().max_dim(2).detach() * scale.clone();
         o * scale + matmul_tokens(scores * weight, self.prompts.val())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AptConfig;
+
+    fn std_of(t: Tensor<2>) -> f64 {
+        let v = petl_core::weights::HostTensor::from_tensor(&t).data;
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
+    }
+
+    #[test]
+    fn prompts_start_at_the_configured_spread_and_the_width_matched_one_keeps_the_official_score_scale() {
+        let device = petl_core::device::device_from_name("flex").unwrap();
+        let official = AptModule::init(64, 200, 4, false, &device);
+        let s = std_of(official.prompts.val());
+        assert!((s - 0.02).abs() < 0.002, "official σ 0.02, drawn {s}");
+        let wide = AptModule::init_with(64, 200, 4, false, None, 0.1, &device);
+        let s = std_of(wide.prompts.val());
+        assert!((s - 0.1).abs() < 0.01, "σ 0.1, drawn {s}");
+        assert_eq!(AptConfig::width_matched_prompt_std(768), 0.02);
+        // σ·√d is the spread of the scores h·p for a layer-normalised h (|h|² = d).
+        let at = |d: usize| AptConfig::width_matched_prompt_std(d) * (d as f64).sqrt();
+        assert!((at(64) - at(768)).abs() < 1e-12 && (at(192) - at(768)).abs() < 1e-12);
+        // The config's default is the official value and reaches the modules.
+        assert_eq!(AptConfig::new().prompt_std, 0.02);
     }
 }

@@ -358,20 +358,11 @@ pub struct Heads {
     pub vision: Option<usize>,
 }
 
-/// The backbone an official state dict holds, with its sizes read off the tensors.
-#[derive(Clone, Debug, PartialEq)]
-pub enum OfficialBackbone {
-    /// ViLT (`transformer.blocks.*`).
-    Vilt(petl_core::vilt::ViltConfig),
-    /// METER (`cross_modal_*_layers.*`), its image tower at the checkpoint's own resolution.
-    Meter(petl_core::meter::MeterConfig),
-}
-
 /// What [`inspect`] reads off an official state dict.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Inspected {
-    /// Backbone and sizes.
-    pub backbone: OfficialBackbone,
+    /// Backbone and sizes (METER's image tower at the checkpoint's own resolution).
+    pub backbone: crate::Backbone,
     /// The method whose tensors the file holds (classifier only when it has a
     /// `token4classifier` and no method tensor; full tuning when it has neither).
     pub variant: crate::Variant,
@@ -447,7 +438,7 @@ pub fn inspect(map: &TensorMap, heads: Heads) -> Result<Inspected> {
         let heads = heads_of(heads.model, hidden, "ViLT", src)?;
         let types = dims(map, "token_type_embeddings.weight")?[0];
         let text_types = dims(map, "text_embeddings.token_type_embeddings.weight")?[0];
-        OfficialBackbone::Vilt(
+        crate::Backbone::Vilt(
             petl_core::vilt::ViltConfig::new(vocab, hidden, layers, heads, mlp, max_text_len, patch, grid * patch)
                 .with_modality_types(types)
                 .with_text_type_vocab(text_types),
@@ -495,7 +486,7 @@ pub fn inspect(map: &TensorMap, heads: Heads) -> Result<Inspected> {
         let layers = count_blocks(map, "cross_modal_text_layers.");
         let inter = dims(map, "cross_modal_text_layers.0.intermediate.dense.weight")?[0];
         let types = dims(map, "token_type_embeddings.weight")?[0];
-        OfficialBackbone::Meter(
+        crate::Backbone::Meter(
             petl_core::meter::MeterConfig::new(text, vision)
                 .with_hidden_size(hidden)
                 .with_num_layers(layers)

@@ -14,38 +14,19 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use apt::official::{Official, OfficialBackbone};
+use apt::Backbone;
+use apt::official::Official;
 use apt::{Variant, VariantConfig, VlTuner};
 use burn::prelude::*;
 use petl_core::data::arrow::{ArrowImageView, VILT_TEXT_PREFIX};
 use petl_core::data::preprocess::Preprocess;
 use petl_core::data::text::HfTokenizer;
-use petl_core::meter::MeterConfig;
-use petl_core::vilt::ViltConfig;
 use petl_core::vl_model::{VlHeadKind, VlModel};
 use petl_core::weights::{LoadReport, TensorMap, apply};
 use serde::Deserialize;
 
 use super::{RawSpec, check_backbone_flag, check_vilt_pixels, logits, read_inputs, write_logits};
 use crate::predict::PredictArgs;
-
-/// The backbone family of an adapter (`backbone_kind`; files written before it: ViLT).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum BackboneKind {
-    #[default]
-    Vilt,
-    Meter,
-}
-
-impl BackboneKind {
-    fn name(self) -> &'static str {
-        match self {
-            BackboneKind::Vilt => "ViLT",
-            BackboneKind::Meter => "METER",
-        }
-    }
-}
 
 /// The tokenizer a run used (`tokenizer`).
 #[derive(Debug, Deserialize)]
@@ -73,8 +54,8 @@ enum StoredTokenizer {
 struct Stored {
     variant: Variant,
     variants: VariantConfig,
-    #[serde(default)]
-    backbone_kind: BackboneKind,
+    /// `vilt` or `meter` ([`Backbone::kind`]; files written before it: ViLT).
+    backbone_kind: Option<String>,
     backbone: serde_json::Value,
     task: String,
     head: Option<VlHeadKind>,
@@ -156,23 +137,9 @@ impl Stored {
     }
 
     /// The stored backbone config, checked.
-    fn backbone(&self, file: &str) -> Result<OfficialBackbone> {
-        let backbone = match self.backbone_kind {
-            BackboneKind::Vilt => OfficialBackbone::Vilt(
-                serde_json::from_value::<ViltConfig>(self.backbone.clone())
-                    .with_context(|| format!("{file}: `backbone` is not a ViLT config"))?,
-            ),
-            BackboneKind::Meter => OfficialBackbone::Meter(
-                serde_json::from_value::<MeterConfig>(self.backbone.clone())
-                    .with_context(|| format!("{file}: `backbone` is not a METER config"))?,
-            ),
-        };
-        match &backbone {
-            OfficialBackbone::Vilt(c) => c.validate(),
-            OfficialBackbone::Meter(c) => c.validate(),
-        }
-        .with_context(|| format!("{file}: `backbone`"))?;
-        Ok(backbone)
+    fn backbone(&self, file: &str) -> Result<Backbone> {
+        let kind = self.backbone_kind.as_deref().unwrap_or("vilt");
+        Backbone::from_kind(kind, self.backbone.clone()).map_err(|e| anyhow::anyhow!("{file}: `backbone`: {e}"))
     }
 }
 
@@ -198,13 +165,13 @@ pub(super) fn run(args: &PredictArgs, stored: serde_json::Value, raw: bool, devi
     };
     let (pad, spec) = text_and_images(args, &stored, &backbone, raw, &file)?;
     let inputs = read_inputs(args, spec, head == VlHeadKind::Nlvr2)?;
-    let logits = match backbone {
-        OfficialBackbone::Vilt(cfg) => {
-            check_vilt_pixels(&cfg, &inputs)?;
-            let model = build(cfg.init(device), &stored, head, weights, tensors, ckpt, device)?;
+    let logits = match &backbone {
+        Backbone::Vilt(cfg) => {
+            check_vilt_pixels(cfg, &inputs)?;
+            let model = build(cfg.init(device), &backbone, &stored, head, weights, tensors, ckpt, device)?;
             logits(&model, &inputs, pad, device)?
         }
-        OfficialBackbone::Meter(cfg) => {
+        Backbone::Meter(cfg) => {
             let r = cfg.vision.image_size;
             if inputs.h != r || inputs.w != r {
                 bail!(
@@ -214,7 +181,7 @@ pub(super) fn run(args: &PredictArgs, stored: serde_json::Value, raw: bool, devi
                     inputs.w
                 );
             }
-            let model = build(cfg.init(device), &stored, head, weights, tensors, ckpt, device)?;
+            let model = build(cfg.init(device), &backbone, &stored, head, weights, tensors, ckpt, device)?;
             logits(&model, &inputs, pad, device)?
         }
     };
@@ -247,15 +214,12 @@ fn with_defaults(defaults: serde_json::Value, stored: serde_json::Value) -> serd
 fn text_and_images(
     args: &PredictArgs,
     stored: &Stored,
-    backbone: &OfficialBackbone,
+    backbone: &Backbone,
     raw: bool,
     file: &str,
 ) -> Result<(i64, Option<RawSpec>)> {
     use petl_core::data::vl_views::{meter_view, vilt_view};
-    let (vocab, positions, size) = match backbone {
-        OfficialBackbone::Vilt(c) => (c.vocab_size, c.max_text_len, c.image_size),
-        OfficialBackbone::Meter(c) => (c.text.vocab_size, c.text.max_text_len(), c.vision.image_size),
-    };
+    let (vocab, positions, size) = (backbone.vocab_size(), backbone.max_text_len(), backbone.image_size());
     let fixed_size = |view: &str| -> Result<()> {
         match args.resolution {
             Some(r) if r as usize != size => bail!("--resolution {r}: the adapter's {view} reads {size} px images"),
@@ -292,8 +256,8 @@ fn text_and_images(
                 .with_truncation();
             let resolution = args.resolution.or(stored.resolution).unwrap_or(384);
             let view = match backbone {
-                OfficialBackbone::Vilt(c) => vilt_view(resolution, c.patch_size as u32),
-                OfficialBackbone::Meter(_) => {
+                Backbone::Vilt(c) => vilt_view(resolution, c.patch_size as u32),
+                Backbone::Meter(_) => {
                     fixed_size("METER")?;
                     meter_view(size as u32)
                 }
@@ -304,12 +268,12 @@ fn text_and_images(
     }
 }
 
-/// Whether `map` is an official state dict, and of which backbone.
-fn official_kind(map: &TensorMap) -> Option<BackboneKind> {
+/// Whether `map` is an official state dict, and of which backbone (its name).
+fn official_kind(map: &TensorMap) -> Option<&'static str> {
     if map.tensors.contains_key("text_embeddings.word_embeddings.weight") {
-        Some(BackboneKind::Vilt)
+        Some("ViLT")
     } else if map.tensors.contains_key("cross_modal_text_transform.weight") {
-        Some(BackboneKind::Meter)
+        Some("METER")
     } else {
         None
     }
@@ -318,8 +282,10 @@ fn official_kind(map: &TensorMap) -> Option<BackboneKind> {
 /// The adapter's model on `backbone`: the frozen backbone from `weights` (petl's layout, strict,
 /// its `itm.*` head unused; or an official state dict through [`apt::official::build`]), then the
 /// adapter's `tensors`, strict (everything of the PETL set; every tensor for `full`).
+#[allow(clippy::too_many_arguments)]
 fn build<E: Official>(
     backbone: E,
+    kind: &Backbone,
     stored: &Stored,
     head: VlHeadKind,
     weights: Option<(&Path, TensorMap)>,
@@ -327,18 +293,15 @@ fn build<E: Official>(
     ckpt: &Path,
     device: &Device,
 ) -> Result<VlModel<E, VlTuner>> {
-    let (variant, kind) = (stored.variant, stored.backbone_kind);
+    let variant = stored.variant;
     let tuner = stored.variants.init(variant, &backbone.layout(), device);
     // Any id: the adapter's `class_token` replaces the initial one.
     let class_token = (variant != Variant::Full).then_some(stored.class_token_id.unwrap_or(0));
     let model = match weights {
         Some((path, map)) => match official_kind(&map) {
-            Some(k) if k != kind => bail!(
-                "{}: an official {} checkpoint, the adapter was trained on {}",
-                path.display(),
-                k.name(),
-                kind.name()
-            ),
+            Some(k) if k != kind.name() => {
+                bail!("{}: an official {k} checkpoint, the adapter was trained on {}", path.display(), kind.name())
+            }
             // The file's backbone; heads, method and class token come from the adapter.
             Some(_) => {
                 apt::official::build(backbone, tuner, head, class_token, map, |k| !k.starts_with("backbone."), device)?
