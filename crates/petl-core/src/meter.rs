@@ -352,31 +352,51 @@ impl Meter {
     }
 }
 
-impl Encoder for Meter {
-    /// Texts (RoBERTa ids, padding id 1), images `[B, 3, R, R]` and the image's modality type.
-    type Input = ViltInput;
-
-    /// `last`: both streams after the fusion layers, text tokens then image tokens
-    /// `[B, T + N_v, D]`; `pooled`: `[tanh(pool_t(t₀)) ; tanh(pool_v(v₀))]` `[B, 2D]`;
-    /// `hidden_states`: the fusion input and each round's output (both streams concatenated).
-    fn encode(&self, input: ViltInput, hooks: &dyn BlockHooks, options: EncodeOptions) -> EncoderOutput {
-        let device = input.images.device();
-        let mut states = States::new(options);
-        let text_padding = input.text.attention_mask.clone().equal_elem(0);
-        let text = self.text.encode(input.text, &NoHooks, EncodeOptions::default()).last;
-        let mut t = self.text_transform.forward(text);
+/// The two halves of [`Encoder::encode`]: the unimodal streams (frozen towers, transforms, class
+/// token, modality types), which depend on the text or the image alone, and the fusion layers
+/// over a pair of them. Retrieval evaluation scores every image with every caption: it computes
+/// each stream once and fuses the pairs ([`crate::vl_model::TwoStream`]), as the official
+/// METER evaluation caches its towers' outputs.
+impl Meter {
+    /// The text stream entering the fusion layers: RoBERTa, `cross_modal_text_transform`, the
+    /// class token in place of `<s>` (when given), modality type 0; `[B, T, D]`, and the text's
+    /// padding `[B, T]` (true at padding).
+    pub fn text_stream(&self, text: TextInput, class_token: Option<Tensor<1>>) -> (Tensor<3>, Tensor<2, Bool>) {
+        let device = text.input_ids.device();
+        let text_padding = text.attention_mask.clone().equal_elem(0);
+        let states = self.text.encode(text, &NoHooks, EncodeOptions::default()).last;
+        let mut t = self.text_transform.forward(states);
         let [b, n_t, d] = t.dims();
-        if let Some(cls) = input.class_token {
+        if let Some(cls) = class_token {
             let cls = cls.reshape([1, 1, d]).expand([b, 1, d]);
             t = Tensor::cat(vec![cls, t.narrow(1, 1, n_t - 1)], 1);
         }
-        let image = self.vision.forward_features(input.images, &NoHooks);
-        let mut v = self.image_transform.forward(image);
-        let n_v = v.dims()[1];
-        let type_of =
-            |k: usize, n: usize| self.token_type_embeddings.forward(Tensor::<2, Int>::full([b, n], k as i64, &device));
-        t = t + type_of(0, n_t);
-        v = v + type_of(input.image_type, n_v);
+        let types = self.token_type_embeddings.forward(Tensor::<2, Int>::zeros([b, n_t], &device));
+        (t + types, text_padding)
+    }
+
+    /// The image stream entering the fusion layers: the CLIP tower, `cross_modal_image_transform`,
+    /// modality type `image_type`; `[B, N_v, D]`.
+    pub fn image_stream(&self, images: Tensor<4>, image_type: usize) -> Tensor<3> {
+        let device = images.device();
+        let v = self.image_transform.forward(self.vision.forward_features(images, &NoHooks));
+        let [b, n_v, _] = v.dims();
+        let types = self.token_type_embeddings.forward(Tensor::<2, Int>::full([b, n_v], image_type as i64, &device));
+        v + types
+    }
+
+    /// The fusion layers over a text stream `t` (with its padding) and an image stream `v` of
+    /// the same batch size, and the poolers (see [`Encoder::encode`] for the output).
+    pub fn fuse(
+        &self,
+        mut t: Tensor<3>,
+        text_padding: Tensor<2, Bool>,
+        mut v: Tensor<3>,
+        hooks: &dyn BlockHooks,
+        options: EncodeOptions,
+    ) -> EncoderOutput {
+        let mut states = States::new(options);
+        let [b, _, d] = t.dims();
         let t_mask = AttentionMask::none().with_key_padding(text_padding);
         let v_mask = AttentionMask::none();
         if options.hidden_states {
@@ -397,6 +417,20 @@ impl Encoder for Meter {
             1,
         );
         EncoderOutput { last: Tensor::cat(vec![t, v], 1), hidden_states: states.into_vec(), pooled }
+    }
+}
+
+impl Encoder for Meter {
+    /// Texts (RoBERTa ids, padding id 1), images `[B, 3, R, R]` and the image's modality type.
+    type Input = ViltInput;
+
+    /// `last`: both streams after the fusion layers, text tokens then image tokens
+    /// `[B, T + N_v, D]`; `pooled`: `[tanh(pool_t(t₀)) ; tanh(pool_v(v₀))]` `[B, 2D]`;
+    /// `hidden_states`: the fusion input and each round's output (both streams concatenated).
+    fn encode(&self, input: ViltInput, hooks: &dyn BlockHooks, options: EncodeOptions) -> EncoderOutput {
+        let (t, text_padding) = self.text_stream(input.text, input.class_token);
+        let v = self.image_stream(input.images, input.image_type);
+        self.fuse(t, text_padding, v, hooks, options)
     }
 
     fn layout(&self) -> Layout {

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bert::TextInput;
 use crate::encoder::{EncodeOptions, Encoder};
+use crate::hooks::BlockHooks;
 use crate::meter::Meter;
 use crate::model::Tuner;
 use crate::ops::gelu;
@@ -54,6 +55,49 @@ pub trait VlBackbone: Module + burn::module::ModuleDisplay + Encoder<Input = Vil
     fn petl_prefixes() -> &'static [&'static str];
     /// Parameters of the PETL set's backbone part.
     fn petl_params(&self) -> usize;
+    /// A two-stream backbone's halves (METER), which retrieval evaluation uses to compute each
+    /// unimodal stream once; `None` for a single-stream backbone (ViLT), whose every layer sees
+    /// the pair.
+    fn two_stream(&self) -> Option<&dyn TwoStream> {
+        None
+    }
+}
+
+/// A two-stream backbone split at its fusion layers: unimodal text and image streams that
+/// depend on one modality alone, and the fusion of a pair of them into the pooled feature.
+pub trait TwoStream {
+    /// The text stream `[B, T, D]` (with `class_token` in place of the first token when given)
+    /// and its padding `[B, T]` (true at padding).
+    fn text_stream(&self, text: TextInput, class_token: Option<Tensor<1>>) -> (Tensor<3>, Tensor<2, Bool>);
+    /// The image stream `[B, N, D]` with modality type `image_type`.
+    fn image_stream(&self, images: Tensor<4>, image_type: usize) -> Tensor<3>;
+    /// The pooled feature `[B, F]` of text and image streams of the same batch size, the fusion
+    /// layers driven by `hooks`.
+    fn fuse_pooled(
+        &self,
+        text: Tensor<3>,
+        text_padding: Tensor<2, Bool>,
+        image: Tensor<3>,
+        hooks: &dyn BlockHooks,
+    ) -> Tensor<2>;
+}
+
+impl TwoStream for Meter {
+    fn text_stream(&self, text: TextInput, class_token: Option<Tensor<1>>) -> (Tensor<3>, Tensor<2, Bool>) {
+        Meter::text_stream(self, text, class_token)
+    }
+    fn image_stream(&self, images: Tensor<4>, image_type: usize) -> Tensor<3> {
+        Meter::image_stream(self, images, image_type)
+    }
+    fn fuse_pooled(
+        &self,
+        text: Tensor<3>,
+        text_padding: Tensor<2, Bool>,
+        image: Tensor<3>,
+        hooks: &dyn BlockHooks,
+    ) -> Tensor<2> {
+        self.fuse(text, text_padding, image, hooks, EncodeOptions::default()).pooled
+    }
 }
 
 impl VlBackbone for Vilt {
@@ -115,6 +159,9 @@ impl VlBackbone for Meter {
     }
     fn petl_params(&self) -> usize {
         self.text_pooler.num_params() + self.image_pooler.num_params() + self.token_type_embeddings.num_params()
+    }
+    fn two_stream(&self) -> Option<&dyn TwoStream> {
+        Some(self)
     }
 }
 
@@ -302,5 +349,27 @@ impl<E: VlBackbone, T: Tuner> VlClassify for VlModel<E, T> {
                 h.forward(Tensor::cat(vec![a, b], 1))
             }
         }
+    }
+
+    /// On a two-stream backbone with the retrieval head: every text chunk's stream once, every
+    /// image's stream once, then the fusion layers and the head per (image, chunk); otherwise
+    /// one forward per (image, chunk). The scores equal those of [`VlClassify::vl_logits`].
+    fn score_grid(&self, images: &[Tensor<4>], texts: &[TextInput]) -> Vec<f32> {
+        let (VlHead::Rank(head), Some(two)) = (&self.head, self.backbone.two_stream()) else {
+            return crate::train::vl::score_grid_pairwise(self, images, texts);
+        };
+        let class_token = self.class_token.as_ref().map(|c| c.val());
+        let streams: Vec<_> = texts.iter().map(|t| two.text_stream(t.clone(), class_token.clone())).collect();
+        let mut scores = vec![];
+        for image in images {
+            let v = two.image_stream(image.clone(), 1);
+            let [_, n, d] = v.dims();
+            for (t, padding) in &streams {
+                let b = t.dims()[0];
+                let pooled = two.fuse_pooled(t.clone(), padding.clone(), v.clone().expand([b, n, d]), &self.tuner);
+                scores.extend(crate::weights::HostTensor::from_tensor(&head.forward(pooled)).data);
+            }
+        }
+        scores
     }
 }

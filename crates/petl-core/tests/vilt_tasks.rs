@@ -145,3 +145,52 @@ fn petl_trainable_set_gets_gradients_and_nothing_else() {
     assert_eq!(g.frozen_with_gradient, 0);
     assert_eq!(g.bytes, 4 * trainable, "a gradient for every trainable parameter, none for the frozen ones");
 }
+
+/// METER's retrieval grid computes each unimodal stream once and fuses the pairs: its scores
+/// equal one full forward per (image, caption chunk), with a tuner in the fusion layers, a class
+/// token and chunks of different padded lengths; the retrieval evaluation runs on it.
+#[test]
+fn meter_scores_the_retrieval_grid_from_cached_streams_as_pair_by_pair() {
+    use petl_core::bert::BertConfig;
+    use petl_core::meter::MeterConfig;
+    use petl_core::train::vl::{score_grid_pairwise, vl_images};
+    use petl_core::tuners::DeepPromptConfig;
+    use petl_core::vit::{VitConfig, VitPooling};
+    use petl_core::vl_model::VlModel;
+    let device = Device::flex();
+    device.seed(4);
+    let text = BertConfig::new(word_vocab().len(), 16, 1, 2, 32, 34).with_pad_token_id(1).with_roberta_positions(true);
+    let vision = VitConfig::new(16, 8, 16, 1, 2, 32).clip().with_pooling(VitPooling::NormedClass);
+    let cfg = MeterConfig::new(text, vision)
+        .with_hidden_size(16)
+        .with_num_layers(2)
+        .with_num_heads(2)
+        .with_intermediate_size(32);
+    let layout = cfg.layout();
+    // Prompts of a non-trivial scale in every fusion attention: the hooks must reach the fused pairs.
+    let tuner = DeepPromptConfig::new().with_num_prompts(3).with_init_patch_size(1).init(&layout, &device);
+    let model = VlModel::new(cfg.init(&device), tuner, VlHeadKind::Rank, Some(0), None, &device);
+    let data = ShapesVl::new(VlTask::Retrieval, 10, 16, 3);
+    let items: Vec<_> = (0..data.len()).map(|i| data.get(i, None).unwrap()).collect();
+    let tok = HfTokenizer::from_tokenizer(word_tokenizer().unwrap(), 1, "words");
+    let chunks: Vec<_> = items
+        .chunks(4)
+        .map(|c| {
+            let texts: Vec<String> = c.iter().map(|s| s.text.clone()).collect();
+            tok.encode(&texts, 32).unwrap().input(0, c.len(), &device)
+        })
+        .collect();
+    let images: Vec<_> =
+        items[..3].iter().map(|s| vl_images(std::slice::from_ref(s), &device).unwrap().remove(0)).collect();
+    let cached = model.score_grid(&images, &chunks);
+    let pairwise = score_grid_pairwise(&model, &images, &chunks);
+    assert_eq!(cached.len(), 3 * 10);
+    let diff = cached.iter().zip(&pairwise).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-5, "cached streams vs pair by pair: max |diff| {diff}");
+    let spread = pairwise.iter().fold(f32::MIN, |m, &x| m.max(x)) - pairwise.iter().fold(f32::MAX, |m, &x| m.min(x));
+    assert!(spread > 1e-4, "the scores differ between pairs ({spread})");
+
+    let retrieval = PairRetrieval { tokenizer: tok, max_len: 32, negatives: 2, pool: vec![], seed: 0 };
+    let eval = <PairRetrieval as Task<_>>::evaluate(&retrieval, &model, &data, 4).unwrap();
+    assert!((0.0..=100.0).contains(&eval.metrics["t2i_r@1"]), "{:?}", eval.metrics);
+}

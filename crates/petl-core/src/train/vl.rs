@@ -85,6 +85,28 @@ pub(crate) fn targets<'a, T>(
 pub trait VlClassify: Module {
     /// Logits `[B, K]`.
     fn vl_logits(&self, input: VlInput) -> Tensor<2>;
+
+    /// Retrieval: the matching score of every image (`[1, 3, S, S]` each) with every text of
+    /// every chunk, image-major (`images × Σ chunk sizes` values). The default scores each (image,
+    /// chunk) through [`VlClassify::vl_logits`] ([`score_grid_pairwise`]); a two-stream model
+    /// overrides it to compute each unimodal stream once.
+    fn score_grid(&self, images: &[Tensor<4>], texts: &[TextInput]) -> Vec<f32> {
+        score_grid_pairwise(self, images, texts)
+    }
+}
+
+/// [`VlClassify::score_grid`] through [`VlClassify::vl_logits`]: every image repeated over each
+/// text chunk, one call per (image, chunk).
+pub fn score_grid_pairwise<M: VlClassify + ?Sized>(model: &M, images: &[Tensor<4>], texts: &[TextInput]) -> Vec<f32> {
+    let mut scores = vec![];
+    for image in images {
+        for text in texts {
+            let n = text.input_ids.dims()[0];
+            let input = VlInput { text: text.clone(), images: vec![image.clone().repeat_dim(0, n)] };
+            scores.extend(crate::weights::HostTensor::from_tensor(&model.vl_logits(input)).data);
+        }
+    }
+    scores
 }
 
 /// VQA as ViLT and METER train it: the answer vocabulary as classes, soft-score binary
@@ -393,16 +415,20 @@ impl<M: VlClassify> Task<M> for PairRetrieval {
             }
             Ok(())
         })?;
-        let (n_images, n_texts) = (images.len(), texts.len());
-        let mut scores = Vec::with_capacity(n_images * n_texts);
-        for (_, image) in &images {
-            for chunk in texts.chunks(batch_size.max(1)) {
-                let rows: Vec<VlSample> =
-                    chunk.iter().map(|t| VlSample { text: t.text.clone(), ..image.clone() }).collect();
-                let input = vl_input(&self.tokenizer, self.max_len, &rows, &device)?;
-                scores.extend(crate::weights::HostTensor::from_tensor(&model.vl_logits(input)).data);
-            }
-        }
+        let n_images = images.len();
+        // Each text chunk tokenised once, each image stacked once; the model scores the grid.
+        let chunks = texts
+            .chunks(batch_size.max(1))
+            .map(|chunk| {
+                let strings: Vec<String> = chunk.iter().map(|t| t.text.clone()).collect();
+                Ok(self.tokenizer.encode(&strings, self.max_len)?.input(0, chunk.len(), &device))
+            })
+            .collect::<Result<Vec<TextInput>>>()?;
+        let image_tensors = images
+            .iter()
+            .map(|(_, s)| Ok(vl_images(std::slice::from_ref(s), &device)?.remove(0)))
+            .collect::<Result<Vec<Tensor<4>>>>()?;
+        let scores = model.score_grid(&image_tensors, &chunks);
         let position: Vec<usize> = texts
             .iter()
             .map(|t| match t.target {
