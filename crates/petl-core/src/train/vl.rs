@@ -97,7 +97,7 @@ pub trait VlClassify: Module {
 
 /// [`VlClassify::score_grid`] through [`VlClassify::vl_logits`]: every image repeated over each
 /// text chunk, one call per (image, chunk).
-pub fn score_grid_pairwise<M: VlClassify + ?Sized>(model: &M, images: &[Tensor<4>], texts: &[TextInput]) -> Vec<f32> {
+pub fn score_grid_pairwise<M: VlClassify>(model: &M, images: &[Tensor<4>], texts: &[TextInput]) -> Vec<f32> {
     let mut scores = vec![];
     for image in images {
         for text in texts {
