@@ -683,19 +683,22 @@ pub fn variant_config(sets: &[String]) -> Result<VariantConfig> {
     for s in sets {
         let (key, value) = s.split_once('=').with_context(|| format!("--set {s}: expected KEY=VALUE"))?;
         let value: serde_json::Value = serde_json::from_str(value).unwrap_or(serde_json::Value::String(value.into()));
-        let slot = if ["num_prompts", "rank", "freeze_scale", "mm_std", "prompt_std"].contains(&key) {
-            &mut v["apt"]
-        } else {
-            &mut v
-        };
+        // APT's own keys live in its nested config; every other key is a field of the variants.
+        let slot = if v["apt"].get(key).is_some() { &mut v["apt"] } else { &mut v };
         if slot.get(key).is_none() {
-            bail!(
-                "--set {key}: not a setting of APT's variants (known: num_prompts, rank, freeze_scale, mm_std, prompt_std, deep_prompts, lora_rank, adapter_bottleneck, pa_bottleneck, pa_scale, meter_deep_prompt_cross_only, meter_official_init)"
-            );
+            bail!("--set {key}: not a setting of APT's variants (known: {})", variant_keys(&v).join(", "));
         }
         slot[key] = value;
     }
     serde_json::from_value(v).context("--set: a value of the wrong type")
+}
+
+/// The keys `--set` takes, read off the serialised [`VariantConfig`] `v`: APT's own, then the
+/// other variants'.
+fn variant_keys(v: &serde_json::Value) -> Vec<String> {
+    let fields =
+        |x: &serde_json::Value| x.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    fields(&v["apt"]).into_iter().chain(fields(v).into_iter().filter(|k| k != "apt")).collect()
 }
 
 /// The tasks `--tasks` names (all three when empty).

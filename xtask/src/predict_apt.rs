@@ -276,18 +276,14 @@ fn official_raw_spec(args: &PredictArgs, backbone: &Backbone) -> Result<RawSpec>
     let tokenizer = args.tokenizer.as_ref().context(
         "raw texts need --tokenizer FILE: the tokenizer.json of bert-base-uncased (ViLT) or roberta-base (METER)",
     )?;
-    let (view, prefix, pad, vocab, max_len) = match backbone {
-        Backbone::Vilt(c) => (
-            vilt_view(args.resolution.unwrap_or(384), c.patch_size as u32),
-            petl_core::data::arrow::VILT_TEXT_PREFIX,
-            0,
-            c.vocab_size,
-            c.max_text_len,
-        ),
-        Backbone::Meter(c) => {
-            (meter_view(args.resolution.unwrap_or(384)), "", 1, c.text.vocab_size, c.text.max_text_len().min(50))
+    let resolution = args.resolution.unwrap_or(384);
+    let (view, prefix, max_len) = match backbone {
+        Backbone::Vilt(c) => {
+            (vilt_view(resolution, c.patch_size as u32), petl_core::data::arrow::VILT_TEXT_PREFIX, c.max_text_len)
         }
+        Backbone::Meter(c) => (meter_view(resolution), "", c.text.max_text_len().min(50)),
     };
+    let (pad, vocab) = (backbone.pad_token_id() as u32, backbone.vocab_size());
     let tokenizer = petl_core::data::text::HfTokenizer::from_file(tokenizer, pad, vocab)?.with_truncation();
     Ok(RawSpec { tokenizer, prefix, max_len, view })
 }

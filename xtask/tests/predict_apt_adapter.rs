@@ -284,6 +284,19 @@ fn predict_apt_reads_embedded_meter_adapters() {
         let got = read_npy(&out).1;
         assert!(max_abs_diff(&got, &want) <= 1e-5, "{tail}: logits differ by {}", max_abs_diff(&got, &want));
     }
+    // An official ViLT file as the frozen backbone of a METER adapter: one line naming both.
+    let vilt = dir.path().join("vilt_official.safetensors");
+    pretrained_only("vilt_tiny.safetensors", &vilt);
+    let adapter = find(&runs, "vqa/apt/adapter.safetensors");
+    let (_, _, ids, px) = samples(VlTask::Vqa, 16, 32, dir.path(), "v");
+    let args = ["--weights", &s(&vilt), "--input-ids", &s(&ids), "--pixels", &s(&px)];
+    let err = fails(&predict(&adapter, &args, &dir.path().join("v.npy")));
+    assert!(
+        err.contains("vilt_official.safetensors")
+            && err.contains("an official ViLT checkpoint")
+            && err.contains("METER"),
+        "{err}"
+    );
 }
 
 /// A real-data run (ViLT-format Arrow files made in process, the tiny official ViLT as its

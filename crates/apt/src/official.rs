@@ -390,6 +390,19 @@ fn heads_of(given: Option<usize>, width: usize, what: &str, source: &str) -> Res
     Ok(h)
 }
 
+/// Which official model `map` is, by a tensor only it has: `ViLT` (`text_embeddings.*`) or
+/// `METER` (`cross_modal_text_transform`), as [`crate::Backbone::name`] names them; `None` for
+/// anything else (a petl state dict, another model).
+pub fn family(map: &TensorMap) -> Option<&'static str> {
+    if map.tensors.contains_key("text_embeddings.word_embeddings.weight") {
+        Some("ViLT")
+    } else if map.tensors.contains_key("cross_modal_text_transform.weight") {
+        Some("METER")
+    } else {
+        None
+    }
+}
+
 /// Reads the backbone, method and sizes of an official ViLT or METER state dict (pretrained or
 /// fine-tuned) off its tensors; only the heads come from `heads` (default `width / 64`).
 ///
@@ -427,7 +440,8 @@ pub fn inspect(map: &TensorMap, heads: Heads) -> Result<Inspected> {
         Variant::Full
     };
     let vqa_answers = map.tensors.get("vqa_classifier.3.weight").map(|t| t.shape[0]);
-    let backbone = if map.tensors.contains_key("text_embeddings.word_embeddings.weight") {
+    let family = family(map);
+    let backbone = if family == Some("ViLT") {
         let [vocab, hidden] = dims(map, "text_embeddings.word_embeddings.weight")?[..] else { unreachable!() };
         let max_text_len = dims(map, "text_embeddings.position_embeddings.weight")?[0];
         let layers = count_blocks(map, "transformer.blocks.");
@@ -443,7 +457,7 @@ pub fn inspect(map: &TensorMap, heads: Heads) -> Result<Inspected> {
                 .with_modality_types(types)
                 .with_text_type_vocab(text_types),
         )
-    } else if map.tensors.contains_key("cross_modal_text_transform.weight") {
+    } else if family == Some("METER") {
         use petl_core::bert::BertConfig;
         use petl_core::vit::{VitConfig, VitPooling};
         let t = "text_transformer.";

@@ -34,6 +34,7 @@ use crate::nn::{AttentionMask, prepend_prompts};
 use crate::ops::gelu;
 use crate::vilt::ViltInput;
 use crate::vit::{Vit, VitConfig, VitPooling};
+use crate::vl_model::TwoStream;
 use crate::weights::HostTensor;
 use crate::{Error, Result};
 
@@ -355,13 +356,12 @@ impl Meter {
 /// The two halves of [`Encoder::encode`]: the unimodal streams (frozen towers, transforms, class
 /// token, modality types), which depend on the text or the image alone, and the fusion layers
 /// over a pair of them. Retrieval evaluation scores every image with every caption: it computes
-/// each stream once and fuses the pairs ([`crate::vl_model::TwoStream`]), as the official
-/// METER evaluation caches its towers' outputs.
-impl Meter {
-    /// The text stream entering the fusion layers: RoBERTa, `cross_modal_text_transform`, the
-    /// class token in place of `<s>` (when given), modality type 0; `[B, T, D]`, and the text's
-    /// padding `[B, T]` (true at padding).
-    pub fn text_stream(&self, text: TextInput, class_token: Option<Tensor<1>>) -> (Tensor<3>, Tensor<2, Bool>) {
+/// each stream once and fuses the pairs, as the official METER evaluation caches its towers'
+/// outputs.
+impl TwoStream for Meter {
+    /// RoBERTa, `cross_modal_text_transform`, the class token in place of `<s>` (when given),
+    /// modality type 0.
+    fn text_stream(&self, text: TextInput, class_token: Option<Tensor<1>>) -> (Tensor<3>, Tensor<2, Bool>) {
         let device = text.input_ids.device();
         let text_padding = text.attention_mask.clone().equal_elem(0);
         let states = self.text.encode(text, &NoHooks, EncodeOptions::default()).last;
@@ -375,9 +375,8 @@ impl Meter {
         (t + types, text_padding)
     }
 
-    /// The image stream entering the fusion layers: the CLIP tower, `cross_modal_image_transform`,
-    /// modality type `image_type`; `[B, N_v, D]`.
-    pub fn image_stream(&self, images: Tensor<4>, image_type: usize) -> Tensor<3> {
+    /// The CLIP tower, `cross_modal_image_transform`, modality type `image_type`.
+    fn image_stream(&self, images: Tensor<4>, image_type: usize) -> Tensor<3> {
         let device = images.device();
         let v = self.image_transform.forward(self.vision.forward_features(images, &NoHooks));
         let [b, n_v, _] = v.dims();
@@ -385,9 +384,8 @@ impl Meter {
         v + types
     }
 
-    /// The fusion layers over a text stream `t` (with its padding) and an image stream `v` of
-    /// the same batch size, and the poolers (see [`Encoder::encode`] for the output).
-    pub fn fuse(
+    /// The fusion layers and the poolers (see [`Encoder::encode`] for the output).
+    fn fuse(
         &self,
         mut t: Tensor<3>,
         text_padding: Tensor<2, Bool>,

@@ -64,40 +64,23 @@ pub trait VlBackbone: Module + burn::module::ModuleDisplay + Encoder<Input = Vil
 }
 
 /// A two-stream backbone split at its fusion layers: unimodal text and image streams that
-/// depend on one modality alone, and the fusion of a pair of them into the pooled feature.
+/// depend on one modality alone, and the fusion of a pair of them; [`Encoder::encode`] is the
+/// three in a row.
 pub trait TwoStream {
-    /// The text stream `[B, T, D]` (with `class_token` in place of the first token when given)
-    /// and its padding `[B, T]` (true at padding).
+    /// The text stream entering the fusion layers `[B, T, D]` (with `class_token` in place of
+    /// the first token when given) and its padding `[B, T]` (true at padding).
     fn text_stream(&self, text: TextInput, class_token: Option<Tensor<1>>) -> (Tensor<3>, Tensor<2, Bool>);
-    /// The image stream `[B, N, D]` with modality type `image_type`.
+    /// The image stream entering the fusion layers `[B, N, D]`, of modality type `image_type`.
     fn image_stream(&self, images: Tensor<4>, image_type: usize) -> Tensor<3>;
-    /// The pooled feature `[B, F]` of text and image streams of the same batch size, the fusion
-    /// layers driven by `hooks`.
-    fn fuse_pooled(
+    /// The fusion layers, driven by `hooks`, over text and image streams of the same batch size.
+    fn fuse(
         &self,
         text: Tensor<3>,
         text_padding: Tensor<2, Bool>,
         image: Tensor<3>,
         hooks: &dyn BlockHooks,
-    ) -> Tensor<2>;
-}
-
-impl TwoStream for Meter {
-    fn text_stream(&self, text: TextInput, class_token: Option<Tensor<1>>) -> (Tensor<3>, Tensor<2, Bool>) {
-        Meter::text_stream(self, text, class_token)
-    }
-    fn image_stream(&self, images: Tensor<4>, image_type: usize) -> Tensor<3> {
-        Meter::image_stream(self, images, image_type)
-    }
-    fn fuse_pooled(
-        &self,
-        text: Tensor<3>,
-        text_padding: Tensor<2, Bool>,
-        image: Tensor<3>,
-        hooks: &dyn BlockHooks,
-    ) -> Tensor<2> {
-        self.fuse(text, text_padding, image, hooks, EncodeOptions::default()).pooled
-    }
+        options: EncodeOptions,
+    ) -> crate::encoder::EncoderOutput;
 }
 
 impl VlBackbone for Vilt {
@@ -366,8 +349,9 @@ impl<E: VlBackbone, T: Tuner> VlClassify for VlModel<E, T> {
             let [_, n, d] = v.dims();
             for (t, padding) in &streams {
                 let b = t.dims()[0];
-                let pooled = two.fuse_pooled(t.clone(), padding.clone(), v.clone().expand([b, n, d]), &self.tuner);
-                scores.extend(crate::weights::HostTensor::from_tensor(&head.forward(pooled)).data);
+                let v = v.clone().expand([b, n, d]);
+                let fused = two.fuse(t.clone(), padding.clone(), v, &self.tuner, EncodeOptions::default());
+                scores.extend(crate::weights::HostTensor::from_tensor(&head.forward(fused.pooled)).data);
             }
         }
         scores

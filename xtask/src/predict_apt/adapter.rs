@@ -165,10 +165,16 @@ pub(super) fn run(args: &PredictArgs, stored: serde_json::Value, raw: bool, devi
     };
     let (pad, spec) = text_and_images(args, &stored, &backbone, raw, &file)?;
     let inputs = read_inputs(args, spec, head == VlHeadKind::Nlvr2)?;
+    if let Some((path, map)) = &weights
+        && let Some(family) = apt::official::family(map)
+        && family != backbone.name()
+    {
+        bail!("{}: an official {family} checkpoint, the adapter was trained on {}", path.display(), backbone.name());
+    }
     let logits = match &backbone {
         Backbone::Vilt(cfg) => {
             check_vilt_pixels(cfg, &inputs)?;
-            let model = build(cfg.init(device), &backbone, &stored, head, weights, tensors, ckpt, device)?;
+            let model = build(cfg.init(device), &stored, head, weights, tensors, ckpt, device)?;
             logits(&model, &inputs, pad, device)?
         }
         Backbone::Meter(cfg) => {
@@ -181,7 +187,7 @@ pub(super) fn run(args: &PredictArgs, stored: serde_json::Value, raw: bool, devi
                     inputs.w
                 );
             }
-            let model = build(cfg.init(device), &backbone, &stored, head, weights, tensors, ckpt, device)?;
+            let model = build(cfg.init(device), &stored, head, weights, tensors, ckpt, device)?;
             logits(&model, &inputs, pad, device)?
         }
     };
@@ -268,24 +274,11 @@ fn text_and_images(
     }
 }
 
-/// Whether `map` is an official state dict, and of which backbone (its name).
-fn official_kind(map: &TensorMap) -> Option<&'static str> {
-    if map.tensors.contains_key("text_embeddings.word_embeddings.weight") {
-        Some("ViLT")
-    } else if map.tensors.contains_key("cross_modal_text_transform.weight") {
-        Some("METER")
-    } else {
-        None
-    }
-}
-
 /// The adapter's model on `backbone`: the frozen backbone from `weights` (petl's layout, strict,
 /// its `itm.*` head unused; or an official state dict through [`apt::official::build`]), then the
 /// adapter's `tensors`, strict (everything of the PETL set; every tensor for `full`).
-#[allow(clippy::too_many_arguments)]
 fn build<E: Official>(
     backbone: E,
-    kind: &Backbone,
     stored: &Stored,
     head: VlHeadKind,
     weights: Option<(&Path, TensorMap)>,
@@ -298,11 +291,9 @@ fn build<E: Official>(
     // Any id: the adapter's `class_token` replaces the initial one.
     let class_token = (variant != Variant::Full).then_some(stored.class_token_id.unwrap_or(0));
     let model = match weights {
-        Some((path, map)) => match official_kind(&map) {
-            Some(k) if k != kind.name() => {
-                bail!("{}: an official {k} checkpoint, the adapter was trained on {}", path.display(), kind.name())
-            }
-            // The file's backbone; heads, method and class token come from the adapter.
+        Some((path, map)) => match apt::official::family(&map) {
+            // The file's backbone (its family checked by the caller); heads, method and class
+            // token come from the adapter.
             Some(_) => {
                 apt::official::build(backbone, tuner, head, class_token, map, |k| !k.starts_with("backbone."), device)?
             }
