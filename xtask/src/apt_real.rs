@@ -306,7 +306,7 @@ impl Real<'_> {
         let epochs = self.args.epochs.unwrap_or(10);
         let cfg = TrainConfig::new()
             .with_epochs(epochs)
-            .with_warmup_epochs(epochs / 10)
+            .with_warmup_fraction(Some(0.1))
             .with_batch_size(self.micro)
             .with_eval_batch_size(self.micro)
             .with_grad_accumulation((r.batch / self.micro).max(1))

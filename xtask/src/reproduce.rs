@@ -292,17 +292,31 @@ pub(crate) fn check_settings(dir: &Path, settings: &serde_json::Value) -> Result
     let Ok(bytes) = std::fs::read(&path) else { return Ok(()) };
     let stored: serde_json::Value =
         serde_json::from_slice(&bytes).with_context(|| format!("{}: not valid JSON", path.display()))?;
-    if &stored == settings {
+    let (stored, settings) = (without_nulls(&stored), without_nulls(settings));
+    if stored == settings {
         return Ok(());
     }
     let keys = |v: &serde_json::Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
-    let mut differ: Vec<String> = keys(settings).into_iter().filter(|k| stored.get(k) != settings.get(k)).collect();
+    let mut differ: Vec<String> = keys(&settings).into_iter().filter(|k| stored.get(k) != settings.get(k)).collect();
     differ.extend(keys(&stored).into_iter().filter(|k| settings.get(k).is_none()));
     bail!(
         "{} holds a run with other settings (they differ in: {}); choose another --out or remove that folder",
         dir.display(),
         differ.join(", ")
     )
+}
+
+/// `v` without the object entries whose value is `null`: an optional setting added to the code
+/// after a run folder was written is `null` when unset, and unset is what that run had.
+fn without_nulls(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(o) => {
+            Value::Object(o.iter().filter(|(_, x)| !x.is_null()).map(|(k, x)| (k.clone(), without_nulls(x))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
 }
 
 /// The report of the finished run in `dir` (a complete report of `epochs` epochs and its adapter
@@ -708,4 +722,27 @@ fn run_real(args: &ReproduceArgs, device: &Device) -> Result<(Vec<Cell>, Vec<Str
 /// The output folder (`--out`, set by [`run`] to the paper's default when absent).
 fn out_dir(args: &ReproduceArgs) -> &Path {
     args.out.as_deref().unwrap_or(Path::new("runs/reproduce-arc"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setting_added_later_and_unset_matches_a_folder_written_before_it() {
+        let dir = std::env::temp_dir().join(format!("petl-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = serde_json::json!({ "train": { "lr": 0.1, "grad_clip_norm": null }, "task": "vqa" });
+        std::fs::write(dir.join("config.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+        let added = serde_json::json!({ "train": { "lr": 0.1, "grad_clip_norm": null, "warmup_fraction": null },
+                                        "task": "vqa" });
+        check_settings(&dir, &added).unwrap();
+        let set = serde_json::json!({ "train": { "lr": 0.1, "grad_clip_norm": null, "warmup_fraction": 0.1 },
+                                      "task": "vqa" });
+        let err = check_settings(&dir, &set).unwrap_err().to_string();
+        assert!(err.contains("differ in: train"), "{err}");
+        let clipped = serde_json::json!({ "train": { "lr": 0.1, "grad_clip_norm": 1.0 }, "task": "vqa" });
+        assert!(check_settings(&dir, &clipped).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -52,6 +52,10 @@ fn methods_come_from_one_list_and_take_settings_by_key() {
     assert!(err.contains("no selected method (lora) has a `rnak` setting"), "{err}");
     let err = fails(&["params", "lora", "--set", "rank=four"]);
     assert!(err.contains("invalid configuration of method `lora`"), "{err}");
+    let err = fails(&["params", "lora", "--set", "dropout=1.5"]);
+    assert!(err.contains("`lora`: dropout 1.5 is not in [0, 1)"), "{err}");
+    let err = fails(&["params", "arc", "--set", "adapter_dropout=-0.1"]);
+    assert!(err.contains("adapter_dropout -0.1 is not in [0, 1)"), "{err}");
     let err = fails(&["params", "vpt"]);
     assert!(err.contains("unknown method `vpt`") && err.contains("deep-prompt"), "{err}");
 }

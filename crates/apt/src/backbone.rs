@@ -20,6 +20,19 @@ pub enum Backbone {
 }
 
 impl Backbone {
+    /// The same backbone with every dropout rate unset (no dropout anywhere).
+    pub fn without_dropout(&self) -> Self {
+        match self {
+            Backbone::Vilt(c) => Backbone::Vilt(c.clone().with_dropout(None)),
+            Backbone::Meter(c) => {
+                let mut c = c.clone().with_hidden_dropout(None).with_attention_dropout(None);
+                c.text = c.text.with_hidden_dropout_prob(None).with_attention_probs_dropout_prob(None);
+                c.vision = c.vision.with_dropout(None);
+                Backbone::Meter(c)
+            }
+        }
+    }
+
     /// `vilt` or `meter`: the `backbone_kind` of petl adapter checkpoints.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -247,12 +247,22 @@ impl VariantConfig {
             .with_cross_attention_only(self.meter_deep_prompt_cross_only)
     }
 
-    /// LoRA as the official code writes it: `A ~ N(0, 1)`, `B = 0`, no `α/r` scaling.
+    /// LoRA as the official code writes it: `A ~ N(0, 1)`, `B = 0`, no `α/r` scaling, dropout
+    /// 0.1 on the low-rank path's input (training only).
     pub fn lora(&self) -> LoraConfig {
-        LoraConfig::new().with_rank(self.lora_rank).with_alpha(self.lora_rank as f64).with_a_std(Some(1.0))
+        LoraConfig::new()
+            .with_rank(self.lora_rank)
+            .with_alpha(self.lora_rank as f64)
+            .with_a_std(Some(1.0))
+            .with_dropout(Some(0.1))
     }
 
     /// The sequential adapter of the official code: ReLU, weights `N(0, 0.01²)`, biases 0.
+    ///
+    /// It reads each sub-layer's output where APT does, before the backbone's output dropout:
+    /// METER's placement (`LN(dropout(Ad(dense(c))) + u)`). ViLT's official code applies it after
+    /// that dropout (`Ad(dropout(o))`); the two are equal at inference and differ only in where
+    /// training's dropout noise falls.
     pub fn adapter(&self) -> BottleneckAdapterConfig {
         BottleneckAdapterConfig::new()
             .with_bottleneck(self.adapter_bottleneck)

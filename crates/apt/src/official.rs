@@ -441,6 +441,10 @@ pub fn inspect(map: &TensorMap, heads: Heads) -> Result<Inspected> {
     };
     let vqa_answers = map.tensors.get("vqa_classifier.3.weight").map(|t| t.shape[0]);
     let family = family(map);
+    // Dropout is not in a state dict: the official configs' `drop_rate` (0.1; ViLT: the blocks'
+    // and the text embeddings'; METER: RoBERTa's and the fusion layers', attention probabilities
+    // included; none in CLIP's tower) — active only while training.
+    let drop = Some(0.1);
     let backbone = if family == Some("ViLT") {
         let [vocab, hidden] = dims(map, "text_embeddings.word_embeddings.weight")?[..] else { unreachable!() };
         let max_text_len = dims(map, "text_embeddings.position_embeddings.weight")?[0];
@@ -455,7 +459,8 @@ pub fn inspect(map: &TensorMap, heads: Heads) -> Result<Inspected> {
         crate::Backbone::Vilt(
             petl_core::vilt::ViltConfig::new(vocab, hidden, layers, heads, mlp, max_text_len, patch, grid * patch)
                 .with_modality_types(types)
-                .with_text_type_vocab(text_types),
+                .with_text_type_vocab(text_types)
+                .with_dropout(drop),
         )
     } else if family == Some("METER") {
         use petl_core::bert::BertConfig;
@@ -479,7 +484,9 @@ pub fn inspect(map: &TensorMap, heads: Heads) -> Result<Inspected> {
         .with_type_vocab_size(t_types)
         .with_layer_norm_eps(1e-5)
         .with_pad_token_id(1)
-        .with_roberta_positions(true);
+        .with_roberta_positions(true)
+        .with_hidden_dropout_prob(drop)
+        .with_attention_probs_dropout_prob(drop);
         let v = "vit_model.visual.";
         let conv = dims(map, &format!("{v}conv1.weight"))?;
         let (width, patch) = (conv[0], conv[2]);
@@ -506,7 +513,9 @@ pub fn inspect(map: &TensorMap, heads: Heads) -> Result<Inspected> {
                 .with_num_layers(layers)
                 .with_num_heads(heads_of(heads.model, hidden, "METER's fusion layers", src)?)
                 .with_intermediate_size(inter)
-                .with_modality_types(types),
+                .with_modality_types(types)
+                .with_hidden_dropout(drop)
+                .with_attention_dropout(drop),
         )
     } else {
         return Err(Error::Weights {

@@ -15,7 +15,9 @@
 
 use std::path::Path;
 
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
@@ -53,6 +55,15 @@ pub struct BertConfig {
     /// RoBERTa's position ids (from `pad_token_id + 1`, padding at `pad_token_id`).
     #[config(default = false)]
     pub roberta_positions: bool,
+    /// `hidden_dropout_prob`: dropout on the embeddings and on each sub-layer's output before
+    /// its residual add (after `attn_output` / `mlp_output`); training only, also in a frozen
+    /// encoder (`no_grad` keeps it, `valid` turns it off). BERT and RoBERTa: 0.1; `None`
+    /// (configs written before the field): none.
+    #[config(default = "None")]
+    pub hidden_dropout_prob: Option<f64>,
+    /// `attention_probs_dropout_prob`: dropout on the attention probabilities (0.1).
+    #[config(default = "None")]
+    pub attention_probs_dropout_prob: Option<f64>,
 }
 
 /// A batch of tokenised texts.
@@ -126,6 +137,8 @@ impl BertConfig {
     /// `bert-base-uncased` sizes (also the text side of ViLT).
     pub fn bert_base() -> Self {
         Self::new(30522, 768, 12, 12, 3072, 512)
+            .with_hidden_dropout_prob(Some(0.1))
+            .with_attention_probs_dropout_prob(Some(0.1))
     }
 
     /// `roberta-base` sizes (METER's text tower).
@@ -135,6 +148,8 @@ impl BertConfig {
             .with_layer_norm_eps(1e-5)
             .with_pad_token_id(1)
             .with_roberta_positions(true)
+            .with_hidden_dropout_prob(Some(0.1))
+            .with_attention_probs_dropout_prob(Some(0.1))
     }
 
     /// Reads a Hugging Face `config.json` of `model_type` `bert` or `roberta`.
@@ -162,7 +177,10 @@ impl BertConfig {
         .with_type_vocab_size(int("type_vocab_size").unwrap_or(2))
         .with_layer_norm_eps(v["layer_norm_eps"].as_f64().unwrap_or(1e-12))
         .with_pad_token_id(int("pad_token_id").unwrap_or(0))
-        .with_roberta_positions(model_type == "roberta");
+        .with_roberta_positions(model_type == "roberta")
+        // Absent from a config.json, Hugging Face's defaults (0.1) apply.
+        .with_hidden_dropout_prob(Some(v["hidden_dropout_prob"].as_f64().unwrap_or(0.1)))
+        .with_attention_probs_dropout_prob(Some(v["attention_probs_dropout_prob"].as_f64().unwrap_or(0.1)));
         cfg.validate().map_err(|e| Error::format(path, e.to_string()))?;
         Ok(cfg)
     }
@@ -178,6 +196,8 @@ impl BertConfig {
         if [self.vocab_size, self.hidden_size, self.intermediate_size, self.max_position_embeddings].contains(&0) {
             return Err(Error::Config("vocab, hidden, intermediate and position sizes must be positive".into()));
         }
+        crate::nn::check_dropout("hidden_dropout_prob", self.hidden_dropout_prob)?;
+        crate::nn::check_dropout("attention_probs_dropout_prob", self.attention_probs_dropout_prob)?;
         if self.roberta_positions && self.pad_token_id + 1 >= self.max_position_embeddings {
             return Err(Error::Config("RoBERTa positions need max_position_embeddings > pad_token_id + 1".into()));
         }
@@ -222,6 +242,10 @@ impl BertConfig {
         let lin = |i, o| LinearConfig::new(i, o).with_initializer(normal.clone()).init(device);
         let emb = |n| EmbeddingConfig::new(n, d).with_initializer(normal.clone()).init(device);
         let ln = LayerNormConfig::new(d).with_epsilon(self.layer_norm_eps);
+        let (hidden, probs) = (
+            DropoutConfig::new(self.hidden_dropout_prob.unwrap_or(0.0)),
+            DropoutConfig::new(self.attention_probs_dropout_prob.unwrap_or(0.0)),
+        );
         Bert {
             word_embeddings: emb(self.vocab_size),
             position_embeddings: emb(self.max_position_embeddings),
@@ -238,8 +262,11 @@ impl BertConfig {
                     fc2: lin(self.intermediate_size, d),
                     ffn_norm: ln.init(device),
                     num_heads: self.num_attention_heads,
+                    dropout: hidden.init(),
+                    attention_dropout: probs.init(),
                 })
                 .collect(),
+            dropout: hidden.init(),
             pooler: lin(d, d),
             pad_token_id: self.pad_token_id,
             roberta_positions: self.roberta_positions,
@@ -268,6 +295,10 @@ pub struct BertLayer {
     pub ffn_norm: LayerNorm,
     /// Heads.
     pub num_heads: usize,
+    /// Dropout on each sub-layer's output before its residual add.
+    pub dropout: Dropout,
+    /// Dropout on the attention probabilities.
+    pub attention_dropout: Dropout,
 }
 
 impl BertLayer {
@@ -283,15 +314,16 @@ impl BertLayer {
             Some(p) => prepend_prompts(p, y.clone(), mask.clone()),
             None => (y.clone(), mask.clone()),
         };
+        let mask = mask.with_dropout(&self.attention_dropout);
         let k = lin(&self.key, LinearSite::Key, kv.clone());
         let v = lin(&self.value, LinearSite::Value, kv);
         let ctx = hooks.attention(at, q, k, v, self.num_heads, &mask);
         let a = hooks.attn_output(at, lin(&self.attn_out, LinearSite::AttnOut, ctx), &y);
-        let h = hooks.attn_residual(at, self.attn_norm.forward(x + a), &y);
+        let h = hooks.attn_residual(at, self.attn_norm.forward(x + self.dropout.forward(a)), &y);
         let h = hooks.mlp_residual(at.ffn(), h);
         let z = hooks.mlp_input(at.ffn(), h.clone());
         let f = hooks.mlp_output(at.ffn(), lin(&self.fc2, LinearSite::Fc2, gelu(lin(&self.fc1, LinearSite::Fc1, z))));
-        self.ffn_norm.forward(h + f)
+        self.ffn_norm.forward(h + self.dropout.forward(f))
     }
 }
 
@@ -310,6 +342,8 @@ pub struct Bert {
     pub layers: Vec<BertLayer>,
     /// Pooler dense layer (`tanh` of it on the first token).
     pub pooler: Linear,
+    /// Dropout on the embeddings (after their LayerNorm).
+    pub dropout: Dropout,
     /// Padding id (RoBERTa positions).
     pub pad_token_id: usize,
     /// RoBERTa's position ids.
@@ -332,7 +366,7 @@ impl Bert {
         input.check(self.word_embeddings.weight.dims()[0], self.max_text_len())
     }
 
-    /// Summed embeddings after LayerNorm: `[B, T, D]`.
+    /// Summed embeddings after LayerNorm (before the dropout of [`Encoder::encode`]): `[B, T, D]`.
     pub fn embed(&self, input: &TextInput) -> Tensor<3> {
         let [b, t] = input.input_ids.dims();
         let positions: Vec<i64> = if self.roberta_positions {
@@ -370,7 +404,7 @@ impl Encoder for Bert {
     fn encode(&self, input: TextInput, hooks: &dyn BlockHooks, options: EncodeOptions) -> EncoderOutput {
         let mut states = States::new(options);
         let mask = AttentionMask::none().with_key_padding(input.attention_mask.clone().equal_elem(0));
-        let mut x = self.embed(&input);
+        let mut x = self.dropout.forward(self.embed(&input));
         states.push(&x);
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(x, hooks, BlockId::text(i), &mask);

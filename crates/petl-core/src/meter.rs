@@ -21,10 +21,19 @@
 //! Hooks drive the fusion layers only (the paper tunes those): the RoBERTa and CLIP towers run
 //! frozen without hooks. Fusion blocks are named `Tower::Fusion`, stage 0 for the text stream
 //! (indices `0..L`) and stage 1 for the image stream (`L..2L`); every hook names its sub-layer
-//! (self-attention, cross-attention, FFN). Dropout is not applied (the frozen backbone in
-//! evaluation form).
+//! (self-attention, cross-attention, FFN).
+//!
+//! Dropout (training only, also in the frozen towers and layers, as the official fine-tuning
+//! keeps them in train mode): RoBERTa's embeddings, sub-layer outputs and attention
+//! probabilities ([`BertConfig`]'s rates); in the fusion layers each sub-layer's output before
+//! its residual add and LayerNorm (after `attn_output` / `mlp_output`, where APT and the
+//! sequential adapters sit) and the attention probabilities of both attentions
+//! ([`MeterConfig::hidden_dropout`], [`MeterConfig::attention_dropout`], 0.1 in METER). CLIP's
+//! tower has none.
 
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::prelude::*;
 
 use crate::bert::{Bert, BertConfig, TextInput};
@@ -64,6 +73,14 @@ pub struct MeterConfig {
     /// Rows of the modality token-type table (2; 3 for NLVR2's second image).
     #[config(default = 2)]
     pub modality_types: usize,
+    /// Dropout on each fusion sub-layer's output before its residual add (METER: 0.1; `None`,
+    /// as in configs written before the field: none).
+    #[config(default = "None")]
+    pub hidden_dropout: Option<f64>,
+    /// Dropout on the fusion layers' attention probabilities, self- and cross-attention
+    /// (METER: 0.1).
+    #[config(default = "None")]
+    pub attention_dropout: Option<f64>,
 }
 
 impl MeterConfig {
@@ -73,7 +90,7 @@ impl MeterConfig {
     pub fn meter_clip16_roberta(resolution: usize) -> Self {
         let vision = VitConfig { image_size: resolution, num_layers: 11, ..VitConfig::clip_vit_b16() }
             .with_pooling(VitPooling::NormedClass);
-        Self::new(BertConfig::roberta_base(), vision)
+        Self::new(BertConfig::roberta_base(), vision).with_hidden_dropout(Some(0.1)).with_attention_dropout(Some(0.1))
     }
 
     /// Checks sizes.
@@ -92,6 +109,8 @@ impl MeterConfig {
                 self.hidden_size, self.num_layers, self.num_heads, self.intermediate_size
             )));
         }
+        crate::nn::check_dropout("hidden_dropout", self.hidden_dropout)?;
+        crate::nn::check_dropout("attention_dropout", self.attention_dropout)?;
         if self.modality_types < 2 {
             return Err(Error::Config(format!("METER needs 2 or more modality types, not {}", self.modality_types)));
         }
@@ -152,6 +171,8 @@ impl MeterConfig {
             fc2: lin(self.intermediate_size, d),
             ffn_norm: ln.init(device),
             num_heads: self.num_heads,
+            dropout: DropoutConfig::new(self.hidden_dropout.unwrap_or(0.0)).init(),
+            attention_dropout: DropoutConfig::new(self.attention_dropout.unwrap_or(0.0)).init(),
         };
         Meter {
             text: self.text.init(device),
@@ -206,6 +227,10 @@ pub struct CrossLayer {
     pub ffn_norm: LayerNorm,
     /// Heads.
     pub num_heads: usize,
+    /// Dropout on each sub-layer's output before its residual add.
+    pub dropout: Dropout,
+    /// Dropout on the attention probabilities (self- and cross-attention).
+    pub attention_dropout: Dropout,
 }
 
 impl CrossLayer {
@@ -230,7 +255,7 @@ impl CrossLayer {
             hooks.linear(at.ffn(), site, &input, out)
         };
         let f = lin(&self.fc2, LinearSite::Fc2, gelu(lin(&self.fc1, LinearSite::Fc1, z)));
-        self.ffn_norm.forward(h + hooks.mlp_output(at.ffn(), f))
+        self.ffn_norm.forward(h + self.dropout.forward(hooks.mlp_output(at.ffn(), f)))
     }
 
     /// One post-LN attention sub-layer: self-attention when `other` is `None`, else
@@ -265,12 +290,13 @@ impl CrossLayer {
             Some(p) => prepend_prompts(p, source, mask.clone()),
             None => (source, mask.clone()),
         };
+        let mask = mask.with_dropout(&self.attention_dropout);
         let k = lin(k_l, k_s, kv.clone());
         let v = lin(v_l, v_s, kv);
         let ctx = hooks.attention(at, q, k, v, self.num_heads, &mask);
         let o = hooks.attn_output(at, lin(o_l, o_s, ctx), &u);
         let norm = if cross { &self.cross_norm } else { &self.attn_norm };
-        hooks.attn_residual(at, norm.forward(x + o), &u)
+        hooks.attn_residual(at, norm.forward(x + self.dropout.forward(o)), &u)
     }
 }
 

@@ -454,8 +454,17 @@ impl<M: PetlMethod> Entry<M> {
     }
 
     fn parse(&self, config: &serde_json::Value) -> crate::Result<M::Config> {
-        serde_json::from_value(config.clone())
-            .map_err(|e| crate::Error::Config(format!("invalid configuration of method `{}`: {e}", self.name)))
+        let invalid = |e: String| crate::Error::Config(format!("invalid configuration of method `{}`: {e}", self.name));
+        // Every method's dropout rates (`dropout`, `adapter_dropout`, ...): Burn's dropout panics
+        // outside [0, 1).
+        if let Some(obj) = config.as_object() {
+            for (key, value) in obj.iter().filter(|(k, _)| k.ends_with("dropout")) {
+                if let Some(problem) = crate::nn::dropout_problem(key, value.as_f64()) {
+                    return Err(invalid(problem));
+                }
+            }
+        }
+        serde_json::from_value(config.clone()).map_err(|e| invalid(e.to_string()))
     }
 }
 

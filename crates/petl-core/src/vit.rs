@@ -11,7 +11,7 @@
 use crate::ops::gelu;
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,12 @@ pub struct VitConfig {
     /// Where the final LayerNorm applies and what is pooled.
     #[config(default = "VitPooling::NormedClass")]
     pub pooling: VitPooling,
+    /// timm's `drop_rate`: dropout on the position-embedded tokens, on the attention branch's
+    /// output and on both FFN layers' outputs; active in training only (on an autodiff device,
+    /// also in a frozen backbone: `no_grad` keeps it, `valid` turns it off). ViLT: 0.1; `None`
+    /// (configs written before the field): none.
+    #[config(default = "None")]
+    pub dropout: Option<f64>,
 }
 
 /// FFN activation of a ViT.
@@ -191,6 +197,7 @@ impl VitConfig {
                 return Err(crate::Error::Config(format!("{name} must be at least 1")));
             }
         }
+        crate::nn::check_dropout("dropout", self.dropout)?;
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
             return Err(crate::Error::Config(format!(
                 "image_size {} is not a multiple of patch_size {}",
@@ -249,6 +256,7 @@ impl VitConfig {
             |i, o| LinearConfig::new(i, o).with_initializer(Initializer::XavierUniform { gain: 1.0 }).init(device);
         let normal =
             |shape: [usize; 3]| Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, 0.02), device));
+        let dropout = DropoutConfig::new(self.dropout.unwrap_or(0.0));
         Vit {
             patch_embed: Conv2dConfig::new([self.in_channels, d], [self.patch_size; 2])
                 .with_stride([self.patch_size; 2])
@@ -268,8 +276,10 @@ impl VitConfig {
                     fc2: lin(self.mlp_dim, d),
                     num_heads: self.num_heads,
                     quick_gelu: self.activation == VitActivation::QuickGelu,
+                    dropout: dropout.init(),
                 })
                 .collect(),
+            dropout: dropout.init(),
             pre_norm: self.pre_norm.then(|| ln.init(device)),
             norm: ln.init(device),
             clip_pooling: self.pooling == VitPooling::ClipClass,
@@ -300,6 +310,9 @@ pub struct VitBlock {
     pub num_heads: usize,
     /// Quick GELU (CLIP) instead of exact GELU.
     pub quick_gelu: bool,
+    /// Dropout on the attention branch (after `attn_output`, where APT sits, before the
+    /// residual add), on the FFN's hidden activation and on its output (after `mlp_output`).
+    pub dropout: Dropout,
 }
 
 impl VitBlock {
@@ -324,13 +337,14 @@ impl VitBlock {
         let k = lin(&self.key, LinearSite::Key, kv.clone());
         let v = lin(&self.value, LinearSite::Value, kv);
         let ctx = hooks.attention(at, q, k, v, self.num_heads, &mask);
-        let x = x + hooks.attn_output(at, lin(&self.proj, LinearSite::AttnOut, ctx), &y);
+        let x = x + self.dropout.forward(hooks.attn_output(at, lin(&self.proj, LinearSite::AttnOut, ctx), &y));
         let x = hooks.attn_residual(at, x, &y);
         let x = hooks.mlp_residual(at.ffn(), x);
         let z = hooks.mlp_input(at.ffn(), self.norm2.forward(x.clone()));
         let h = lin(&self.fc1, LinearSite::Fc1, z);
         let h = if self.quick_gelu { h.clone() * burn::tensor::activation::sigmoid(h * 1.702) } else { gelu(h) };
-        x + hooks.mlp_output(at.ffn(), lin(&self.fc2, LinearSite::Fc2, h))
+        let h = self.dropout.forward(h);
+        x + self.dropout.forward(hooks.mlp_output(at.ffn(), lin(&self.fc2, LinearSite::Fc2, h)))
     }
 }
 
@@ -351,6 +365,8 @@ pub struct Vit {
     pub norm: LayerNorm,
     /// CLIP pooling ([`VitPooling::ClipClass`]).
     pub clip_pooling: bool,
+    /// Dropout on the position-embedded tokens (timm's `pos_drop`).
+    pub dropout: Dropout,
 }
 
 impl Vit {
@@ -362,7 +378,7 @@ impl Vit {
         let [b, d, gh, gw] = x.dims();
         let x = x.reshape([b, d, gh * gw]).swap_dims(1, 2);
         let cls = self.cls_token.val().expand([b, 1, d]);
-        let x = Tensor::cat(vec![cls, x], 1) + self.pos_embed.val();
+        let x = self.dropout.forward(Tensor::cat(vec![cls, x], 1) + self.pos_embed.val());
         match &self.pre_norm {
             Some(norm) => norm.forward(x),
             None => x,

@@ -137,6 +137,22 @@ fn bad_recipes_and_empty_sets_are_errors_before_training() {
     assert!(err(TrainConfig::new().with_epochs(0), &train).contains("epochs must be at least 1"));
     assert!(err(TrainConfig::new().with_lr(f64::NAN), &train).contains("lr must be finite and positive"));
     assert!(err(TrainConfig::new().with_label_smoothing(1.0), &train).contains("label_smoothing"));
+    assert!(err(TrainConfig::new().with_warmup_fraction(Some(1.5)), &train).contains("warmup_fraction"));
+}
+
+#[test]
+fn warm_up_is_whole_epochs_or_a_fraction_of_all_updates() {
+    let cfg = TrainConfig::new().with_epochs(3).with_warmup_epochs(1);
+    assert_eq!(cfg.warmup_updates(188), 188);
+    // ViLT / METER: int(0.1 · T), T = 3 · 188 updates.
+    let cfg = cfg.with_warmup_fraction(Some(0.1));
+    assert_eq!(cfg.warmup_updates(188), 56);
+    assert_eq!(cfg.clone().with_epochs(10).warmup_updates(13), 13);
+    // A recipe written before the field existed reads as unset.
+    let mut json = serde_json::to_value(TrainConfig::new()).unwrap();
+    json.as_object_mut().unwrap().remove("warmup_fraction");
+    let old: TrainConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(old.warmup_fraction, None);
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Multi-head scaled-dot-product attention, written once for every backbone: self- and
-//! cross-attention (`N_q ≠ N_kv`), key padding masks and additive score masks (relative
-//! position biases, Swin's shifted-window mask).
+//! cross-attention (`N_q ≠ N_kv`), key padding masks, additive score masks (relative
+//! position biases, Swin's shifted-window mask) and dropout on the attention probabilities
+//! (BERT's `attention_probs_dropout_prob`, active in training only).
 
+use burn::nn::Dropout;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::module::attention;
@@ -17,6 +19,10 @@ pub struct AttentionMask {
     pub key_padding: Option<Tensor<2, Bool>>,
     /// Added to the scaled scores before the softmax: `[B, heads, N_q, N_kv]`.
     pub additive: Option<Tensor<4>>,
+    /// Dropout on the attention probabilities (after the softmax). While it is active (a
+    /// non-zero rate, its training flag set, an autodiff device) the attention is computed
+    /// explicitly (`softmax(q kᵀ/√d + bias)` materialised); otherwise by the fused kernel.
+    pub dropout: Option<Dropout>,
 }
 
 impl AttentionMask {
@@ -37,6 +43,12 @@ impl AttentionMask {
         self
     }
 
+    /// Drops attention probabilities with `dropout` (a no-op outside training).
+    pub fn with_dropout(mut self, dropout: &Dropout) -> Self {
+        self.dropout = (dropout.prob > 0.0).then(|| dropout.clone());
+        self
+    }
+
     /// The same mask for keys with `extra` more keys *before* the existing ones (deep prompts):
     /// the new keys are never padding and get no bias.
     pub fn prepend_keys(self, extra: usize) -> Self {
@@ -52,7 +64,7 @@ impl AttentionMask {
             let [b, h, nq, _] = a.dims();
             Tensor::cat(vec![Tensor::zeros([b, h, nq, extra], &a.device()), a], 3)
         });
-        Self { key_padding, additive }
+        Self { key_padding, additive, dropout: self.dropout }
     }
 }
 
@@ -77,14 +89,20 @@ pub fn multi_head_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usi
     let [_, nkv, dv] = v.dims();
     let split = |t: Tensor<3>, n: usize, w: usize| t.reshape([b, n, heads, w / heads]).swap_dims(1, 2);
     let padding = mask.key_padding.clone().map(|p| p.reshape([b, 1, 1, nkv]).expand([b, heads, nq, nkv]));
-    let ctx = attention(
-        split(q, nq, d),
-        split(k, nkv, d),
-        split(v, nkv, dv),
-        padding,
-        mask.additive.clone(),
-        AttentionModuleOptions::default(),
-    );
+    let (q, k, v) = (split(q, nq, d), split(k, nkv, d), split(v, nkv, dv));
+    let ctx = match mask.dropout.as_ref().filter(|drop| drop.training.is_enabled() && q.device().is_autodiff()) {
+        Some(drop) => {
+            let mut scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / ((d / heads) as f64).sqrt());
+            if let Some(bias) = mask.additive.clone() {
+                scores = scores + bias;
+            }
+            if let Some(padding) = padding {
+                scores = scores.mask_fill(padding, f32::NEG_INFINITY);
+            }
+            drop.forward(burn::tensor::activation::softmax(scores, 3)).matmul(v)
+        }
+        None => attention(q, k, v, padding, mask.additive.clone(), AttentionModuleOptions::default()),
+    };
     ctx.swap_dims(1, 2).reshape([b, nq, dv])
 }
 
@@ -142,6 +160,40 @@ mod tests {
         for (a, e) in ours.iter().zip(&expected) {
             assert!((a - e).abs() < 1e-5, "{ours:?} vs {expected:?}");
         }
+    }
+
+    #[test]
+    fn probability_dropout_acts_only_in_training_and_is_the_formula_otherwise() {
+        let dev = device().autodiff();
+        let q = Tensor::<3>::random([2, 3, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let k = Tensor::<3>::random([2, 5, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let v = Tensor::<3>::random([2, 5, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let padding = Tensor::<2, Bool>::from_data(
+            TensorData::new(vec![false, false, true, false, true, false, false, false, false, true], [2, 5]),
+            &dev,
+        );
+        let bias = Tensor::<4>::random([2, 2, 3, 5], Distribution::Normal(0.0, 1.0), &dev);
+        let plain = AttentionMask::none().with_key_padding(padding).with_additive(bias);
+        let fused = host(multi_head_attention(q.clone(), k.clone(), v.clone(), 2, &plain));
+        let run = |drop: Dropout| {
+            host(multi_head_attention(q.clone(), k.clone(), v.clone(), 2, &plain.clone().with_dropout(&drop)))
+        };
+        // The explicit path with an inactive dropout (validation flag) is the fused kernel.
+        use burn::module::Module;
+        let drop = burn::nn::DropoutConfig::new(0.5).init();
+        let explicit = {
+            let mut mask = plain.clone();
+            mask.dropout = Some(drop.valid());
+            host(multi_head_attention(q.clone(), k.clone(), v.clone(), 2, &mask))
+        };
+        for (a, e) in explicit.iter().zip(&fused) {
+            assert!((a - e).abs() < 1e-5, "{explicit:?} vs {fused:?}");
+        }
+        // Training: probabilities are dropped (and rescaled), so the output moves.
+        let trained = run(drop);
+        assert!(trained.iter().zip(&fused).any(|(a, e)| (a - e).abs() > 1e-3));
+        // A rate of 0 keeps the fused kernel.
+        assert_eq!(run(burn::nn::DropoutConfig::new(0.0).init()), fused);
     }
 
     #[test]

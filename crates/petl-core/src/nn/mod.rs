@@ -3,3 +3,17 @@
 pub mod attention;
 
 pub use attention::{AttentionMask, multi_head_attention, prepend_prompts};
+
+/// Checks a dropout rate read from a config: finite and in `[0, 1)` (`burn::nn::DropoutConfig`
+/// panics otherwise).
+///
+/// # Errors
+/// [`crate::Error::Config`] naming the field and its value.
+pub fn check_dropout(name: &str, rate: Option<f64>) -> crate::Result<()> {
+    dropout_problem(name, rate).map_or(Ok(()), |p| Err(crate::Error::Config(p)))
+}
+
+/// What is wrong with a dropout rate, if anything (see [`check_dropout`]).
+pub fn dropout_problem(name: &str, rate: Option<f64>) -> Option<String> {
+    rate.filter(|r| !(r.is_finite() && (0.0..1.0).contains(r))).map(|r| format!("{name} {r} is not in [0, 1)"))
+}

@@ -49,6 +49,11 @@ pub struct TrainConfig {
     /// Linear warm-up epochs.
     #[config(default = 10)]
     pub warmup_epochs: usize,
+    /// Linear warm-up over `⌊fraction · T⌋` updates (`T` the run's updates) instead of
+    /// [`TrainConfig::warmup_epochs`] whole epochs: ViLT's and METER's `warmup_steps = 0.1`
+    /// (`get_linear_schedule_with_warmup` with `int(0.1 · max_steps)`).
+    #[config(default = "None")]
+    pub warmup_fraction: Option<f64>,
     /// Training batch size (last partial batch kept).
     #[config(default = 32)]
     pub batch_size: usize,
@@ -144,6 +149,9 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad("label_smoothing must be in [0, 1), got", &self.label_smoothing);
         }
+        if let Some(f) = self.warmup_fraction.filter(|f| !(0.0..=1.0).contains(f)) {
+            return bad("warmup_fraction must be in [0, 1], got", &f);
+        }
         for g in &self.param_groups {
             if !(g.lr_scale.is_finite() && g.lr_scale >= 0.0)
                 || g.weight_decay.is_some_and(|w| !(w.is_finite() && w >= 0.0))
@@ -155,6 +163,15 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+
+    /// Updates of the linear warm-up for a run of `steps_per_epoch` updates per epoch:
+    /// `⌊warmup_fraction · T⌋` with `T = epochs · steps_per_epoch`, else `warmup_epochs` epochs.
+    pub fn warmup_updates(&self, steps_per_epoch: usize) -> usize {
+        match self.warmup_fraction {
+            Some(f) => (f * (self.epochs * steps_per_epoch) as f64).floor() as usize,
+            None => self.warmup_epochs * steps_per_epoch,
+        }
     }
 }
 
@@ -368,11 +385,9 @@ impl Trainer {
         let steps_per_epoch = batches_per_epoch.div_ceil(cfg.grad_accumulation);
         let total = cfg.epochs * steps_per_epoch;
         let last_update = if cfg.skip_last_update { total.saturating_sub(1) } else { total };
-        let schedule = if cfg.linear_decay {
-            WarmupCosine::linear(cfg.warmup_epochs * steps_per_epoch, total)
-        } else {
-            WarmupCosine::new(cfg.warmup_epochs * steps_per_epoch, total)
-        };
+        let warmup = cfg.warmup_updates(steps_per_epoch);
+        let schedule =
+            if cfg.linear_decay { WarmupCosine::linear(warmup, total) } else { WarmupCosine::new(warmup, total) };
 
         // Path-derived parameter ids: optimizer states and checkpoints of identical runs are
         // byte-identical.

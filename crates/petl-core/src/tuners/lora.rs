@@ -1,10 +1,12 @@
 //! LoRA (Hu et al. 2021) on the query and value projections:
 //! `y = x W + c + s · (x A) B`, `A ∈ R^{D×r}` (Kaiming-uniform as in PEFT, or `N(0, std²)` as in
 //! the APT paper's ViLT/METER code, where `std = 1` and `α = r`, i.e. no scaling), `B ∈ R^{r×D}`
-//! (zeros), `s = α / r`. Merging folds `s·A·B` into `W` exactly.
+//! (zeros), `s = α / r`. Merging folds `s·A·B` into `W` exactly. An optional dropout on the
+//! low-rank path's input (PEFT's `lora_dropout`; 0.1 in the APT code base) acts in training only:
+//! `y = x W + c + s · (drop(x) A) B`.
 
 use burn::module::Param;
-use burn::nn::Initializer;
+use burn::nn::{Dropout, DropoutConfig, Initializer};
 use burn::prelude::*;
 
 use super::matmul_tokens;
@@ -24,6 +26,9 @@ pub struct LoraConfig {
     /// `Some(std)`: `A ~ N(0, std²)`; `None`: PEFT's Kaiming-uniform.
     #[config(default = "None")]
     pub a_std: Option<f64>,
+    /// Dropout on the low-rank path's input (training only; `None`: none).
+    #[config(default = "None")]
+    pub dropout: Option<f64>,
 }
 
 /// The low-rank pair of one linear.
@@ -68,6 +73,8 @@ pub struct Lora {
     pub cross_value: Vec<LoraPair>,
     /// `s = α / r`.
     pub scale: f64,
+    /// Dropout on the low-rank path's input.
+    pub dropout: Dropout,
 }
 
 impl LoraConfig {
@@ -88,6 +95,7 @@ impl LoraConfig {
             cross_query: cross(),
             cross_value: cross(),
             scale: self.alpha / self.rank as f64,
+            dropout: DropoutConfig::new(self.dropout.unwrap_or(0.0)).init(),
         }
     }
 }
@@ -101,7 +109,8 @@ impl BlockHooks for Lora {
             LinearSite::CrossValue => &self.cross_value[at.index],
             _ => return y,
         };
-        y + matmul_tokens(matmul_tokens(x.clone(), pair.a.val()), pair.b.val()).mul_scalar(self.scale)
+        y + matmul_tokens(matmul_tokens(self.dropout.forward(x.clone()), pair.a.val()), pair.b.val())
+            .mul_scalar(self.scale)
     }
 }
 

@@ -17,10 +17,18 @@
 //! The image side is a [`Vit`] (`transformer.*` of the official checkpoint is a timm
 //! `vit_base_patch32_384`), so every hook of the ViT blocks drives ViLT unchanged. A
 //! `class_token` in [`ViltInput`] replaces the text's first embedding (APT's
-//! `token4classifier`). Dropout is not applied (the frozen backbone in evaluation form).
+//! `token4classifier`).
+//!
+//! Dropout ([`ViltConfig::dropout`], ViLT's `drop_rate` 0.1) acts in training only, also in the
+//! frozen backbone (the official fine-tuning keeps it in train mode): on the text embeddings
+//! (before the class token replaces the first), on the position-embedded image tokens, on each
+//! block's attention branch after `attn_output` (where APT sits) and on the FFN's hidden
+//! activation and output; attention probabilities are not dropped (ViLT's attention dropout is 0).
 
 use burn::nn::conv::Conv2dConfig;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
@@ -62,13 +70,17 @@ pub struct ViltConfig {
     /// LayerNorm epsilon of the text embeddings.
     #[config(default = 1e-12)]
     pub text_layer_norm_eps: f64,
+    /// ViLT's `drop_rate` (module docs): 0.1 in ViLT-B/32, active in training only; `None` (configs
+    /// written before the field): none.
+    #[config(default = "None")]
+    pub dropout: Option<f64>,
 }
 
 impl ViltConfig {
     /// ViLT-B/32 (`vilt_200k_mlm_itm.ckpt`): bert-base-uncased vocabulary, 40 text positions,
     /// ViT-B/32 at 384 px.
     pub fn vilt_b32() -> Self {
-        Self::new(30522, 768, 12, 12, 3072, 40, 32, 384)
+        Self::new(30522, 768, 12, 12, 3072, 40, 32, 384).with_dropout(Some(0.1))
     }
 
     /// The image side as a ViT config.
@@ -82,6 +94,7 @@ impl ViltConfig {
             self.mlp_dim,
         )
         .with_layer_norm_eps(self.layer_norm_eps)
+        .with_dropout(self.dropout)
     }
 
     /// Checks sizes.
@@ -135,6 +148,7 @@ impl ViltConfig {
             position_embeddings: emb(self.max_text_len),
             text_token_type_embeddings: emb(self.text_type_vocab),
             text_norm: LayerNormConfig::new(d).with_epsilon(self.text_layer_norm_eps).init(device),
+            text_dropout: DropoutConfig::new(self.dropout.unwrap_or(0.0)).init(),
             token_type_embeddings: emb(self.modality_types),
             transformer,
             pooler: LinearConfig::new(d, d).with_initializer(normal).init(device),
@@ -167,6 +181,8 @@ pub struct Vilt {
     pub text_token_type_embeddings: Embedding,
     /// LayerNorm of the text embeddings.
     pub text_norm: LayerNorm,
+    /// Dropout on the text embeddings (BERT's embedding dropout).
+    pub text_dropout: Dropout,
     /// Modality types: row 0 text, row 1 image (row 2 the second image of a pair).
     pub token_type_embeddings: Embedding,
     /// Patch embedding, class token, position grid, blocks and final norm.
@@ -215,7 +231,8 @@ impl Vilt {
 
     /// The official `visual_embed` with every patch kept (module docs): images `[B, 3, H, W]`
     /// -> (tokens `[B, 1 + (H/P)(W/P), D]` with class token and positions, before the modality
-    /// type; key padding `[B, 1 + (H/P)(W/P)]`, `true` for invalid patches).
+    /// type, after the position dropout; key padding `[B, 1 + (H/P)(W/P)]`, `true` for invalid
+    /// patches).
     ///
     /// # Panics
     /// If `H` or `W` is not a multiple of the patch size.
@@ -261,7 +278,7 @@ impl Vilt {
             padding.extend(valid[bi * gh * gw..(bi + 1) * gh * gw].iter().map(|v| !v));
         }
         let padding = Tensor::<2, Bool>::from_data(TensorData::new(padding, [b, 1 + gh * gw]), &device);
-        (Tensor::cat(vec![cls, x], 1), padding)
+        (self.transformer.dropout.forward(Tensor::cat(vec![cls, x], 1)), padding)
     }
 
     /// Checks a batch: the text with [`TextInput::check`] (shapes, vocabulary, positions), images a multiple of the patch size, the modality type inside the table.
@@ -300,7 +317,7 @@ impl Encoder for Vilt {
     fn encode(&self, input: ViltInput, hooks: &dyn BlockHooks, options: EncodeOptions) -> EncoderOutput {
         let device = input.images.device();
         let mut states = States::new(options);
-        let mut text = self.embed_text(&input.text);
+        let mut text = self.text_dropout.forward(self.embed_text(&input.text));
         let [b, t, d] = text.dims();
         if let Some(cls) = input.class_token {
             let cls = cls.reshape([1, 1, d]).expand([b, 1, d]);
