@@ -188,8 +188,9 @@ pub trait BlockHooks {
     ) -> Tensor<3> {
         multi_head_attention(q, k, v, heads, mask)
     }
-    /// Output of the attention branch (after the output projection), before the residual add;
-    /// `query_input` is the branch's query-side input (after LN1 and `attn_input`).
+    /// Output of the attention branch (after the output projection), before the branch's
+    /// dropout and the residual add; `query_input` is the branch's query-side input (after LN1
+    /// and `attn_input`).
     fn attn_output(&self, _at: BlockId, x: Tensor<3>, _query_input: &Tensor<3>) -> Tensor<3> {
         x
     }
@@ -208,7 +209,7 @@ pub trait BlockHooks {
     fn mlp_input(&self, _at: BlockId, x: Tensor<3>) -> Tensor<3> {
         x
     }
-    /// Output of the FFN branch, before the residual add.
+    /// Output of the FFN branch, before its dropout and the residual add.
     fn mlp_output(&self, _at: BlockId, x: Tensor<3>) -> Tensor<3> {
         x
     }
