@@ -15,9 +15,7 @@
 
 use std::path::Path;
 
-use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Dropout, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
@@ -242,10 +240,6 @@ impl BertConfig {
         let lin = |i, o| LinearConfig::new(i, o).with_initializer(normal.clone()).init(device);
         let emb = |n| EmbeddingConfig::new(n, d).with_initializer(normal.clone()).init(device);
         let ln = LayerNormConfig::new(d).with_epsilon(self.layer_norm_eps);
-        let (hidden, probs) = (
-            DropoutConfig::new(self.hidden_dropout_prob.unwrap_or(0.0)),
-            DropoutConfig::new(self.attention_probs_dropout_prob.unwrap_or(0.0)),
-        );
         Bert {
             word_embeddings: emb(self.vocab_size),
             position_embeddings: emb(self.max_position_embeddings),
@@ -262,11 +256,11 @@ impl BertConfig {
                     fc2: lin(self.intermediate_size, d),
                     ffn_norm: ln.init(device),
                     num_heads: self.num_attention_heads,
-                    dropout: hidden.init(),
-                    attention_dropout: probs.init(),
+                    dropout: crate::nn::dropout(self.hidden_dropout_prob),
+                    attention_dropout: crate::nn::dropout(self.attention_probs_dropout_prob),
                 })
                 .collect(),
-            dropout: hidden.init(),
+            dropout: crate::nn::dropout(self.hidden_dropout_prob),
             pooler: lin(d, d),
             pad_token_id: self.pad_token_id,
             roberta_positions: self.roberta_positions,

@@ -31,9 +31,7 @@
 //! ([`MeterConfig::hidden_dropout`], [`MeterConfig::attention_dropout`], 0.1 in METER). CLIP's
 //! tower has none.
 
-use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Dropout, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
 use crate::bert::{Bert, BertConfig, TextInput};
@@ -171,8 +169,8 @@ impl MeterConfig {
             fc2: lin(self.intermediate_size, d),
             ffn_norm: ln.init(device),
             num_heads: self.num_heads,
-            dropout: DropoutConfig::new(self.hidden_dropout.unwrap_or(0.0)).init(),
-            attention_dropout: DropoutConfig::new(self.attention_dropout.unwrap_or(0.0)).init(),
+            dropout: crate::nn::dropout(self.hidden_dropout),
+            attention_dropout: crate::nn::dropout(self.attention_dropout),
         };
         Meter {
             text: self.text.init(device),

@@ -11,7 +11,7 @@
 use crate::ops::gelu;
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
@@ -256,7 +256,7 @@ impl VitConfig {
             |i, o| LinearConfig::new(i, o).with_initializer(Initializer::XavierUniform { gain: 1.0 }).init(device);
         let normal =
             |shape: [usize; 3]| Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, 0.02), device));
-        let dropout = DropoutConfig::new(self.dropout.unwrap_or(0.0));
+
         Vit {
             patch_embed: Conv2dConfig::new([self.in_channels, d], [self.patch_size; 2])
                 .with_stride([self.patch_size; 2])
@@ -276,10 +276,10 @@ impl VitConfig {
                     fc2: lin(self.mlp_dim, d),
                     num_heads: self.num_heads,
                     quick_gelu: self.activation == VitActivation::QuickGelu,
-                    dropout: dropout.init(),
+                    dropout: crate::nn::dropout(self.dropout),
                 })
                 .collect(),
-            dropout: dropout.init(),
+            dropout: crate::nn::dropout(self.dropout),
             pre_norm: self.pre_norm.then(|| ln.init(device)),
             norm: ln.init(device),
             clip_pooling: self.pooling == VitPooling::ClipClass,

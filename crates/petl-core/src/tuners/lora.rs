@@ -6,7 +6,7 @@
 //! `y = x W + c + s · (drop(x) A) B`.
 
 use burn::module::Param;
-use burn::nn::{Dropout, DropoutConfig, Initializer};
+use burn::nn::{Dropout, Initializer};
 use burn::prelude::*;
 
 use super::matmul_tokens;
@@ -95,7 +95,7 @@ impl LoraConfig {
             cross_query: cross(),
             cross_value: cross(),
             scale: self.alpha / self.rank as f64,
-            dropout: DropoutConfig::new(self.dropout.unwrap_or(0.0)).init(),
+            dropout: crate::nn::dropout(self.dropout),
         }
     }
 }

@@ -26,9 +26,7 @@
 //! activation and output; attention probabilities are not dropped (ViLT's attention dropout is 0).
 
 use burn::nn::conv::Conv2dConfig;
-use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Dropout, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
@@ -148,7 +146,7 @@ impl ViltConfig {
             position_embeddings: emb(self.max_text_len),
             text_token_type_embeddings: emb(self.text_type_vocab),
             text_norm: LayerNormConfig::new(d).with_epsilon(self.text_layer_norm_eps).init(device),
-            text_dropout: DropoutConfig::new(self.dropout.unwrap_or(0.0)).init(),
+            text_dropout: crate::nn::dropout(self.dropout),
             token_type_embeddings: emb(self.modality_types),
             transformer,
             pooler: LinearConfig::new(d, d).with_initializer(normal).init(device),
